@@ -1,0 +1,105 @@
+"""The cloud application: REST API, WebSocket hub, dashboard, and (by default) ingest.
+
+One process can run everything for a small fleet (``fleet-cloud serve``);
+larger set-ups run ingest workers separately (``fleet-cloud ingest``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from fleet_cloud.api import errors, routes, ws
+from fleet_cloud.db import create_pool
+from fleet_cloud.ingest.consumer import IngestWorker
+from fleet_cloud.live import LiveState, VehicleState
+from fleet_cloud.registry import DeviceRegistry
+from fleet_cloud.settings import Settings
+from fleet_cloud.store import dt_to_ms
+
+log = logging.getLogger(__name__)
+
+_LATEST_STATES = """
+SELECT v.id AS vehicle_id, v.tenant_id, p.fix_time, p.lat, p.lon, p.speed, p.heading,
+       p.recv_time, ds.online
+FROM vehicles v
+LEFT JOIN devices d ON d.vehicle_id = v.id
+LEFT JOIN device_status ds ON ds.device_id = d.device_id
+JOIN LATERAL (
+    SELECT fix_time, lat, lon, speed, heading, recv_time FROM positions
+    WHERE vehicle_id = v.id AND filter_reason IS NULL
+    ORDER BY fix_time DESC LIMIT 1
+) p ON true
+"""
+
+
+def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url, settings.db_pool_size)
+        live = LiveState()
+        # After a restart the map shows each vehicle's last stored fix at once.
+        live.prime(_state_from_row(r) for r in await pool.fetch(_LATEST_STATES))
+        app.state.pool = pool
+        app.state.live = live
+        app.state.hub = ws.Hub(live, settings, pool)
+        registry = DeviceRegistry(pool)
+        workers = (
+            [
+                IngestWorker(settings, pool, registry, live, i)
+                for i in range(settings.ingest_workers)
+            ]
+            if run_ingest
+            else []
+        )
+        app.state.ingest_workers = workers
+        tasks = [asyncio.create_task(w.run(), name=w.client_id) for w in workers]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            for w in workers:  # what was received but not written is written (and acked)
+                with contextlib.suppress(Exception):
+                    await w.flush()
+            await pool.close()
+
+    app = FastAPI(
+        title="Fleet telemetry API",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(routes.router)
+    app.include_router(ws.router)
+    static = resources.files("fleet_cloud") / "static"
+    app.mount("/", StaticFiles(directory=str(static), html=True), name="dashboard")
+    return app
+
+
+def _state_from_row(row: Mapping[str, Any]) -> VehicleState:
+    return {
+        "vehicle_id": row["vehicle_id"],
+        "tenant_id": row["tenant_id"],
+        "t": dt_to_ms(row["fix_time"]),
+        "lat": row["lat"],
+        "lon": row["lon"],
+        "spd": row["speed"],
+        "hdg": row["heading"],
+        "online": row["online"],
+        "recv": dt_to_ms(row["recv_time"]),
+    }

@@ -1,0 +1,180 @@
+"""WebSocket hub: live vehicle states pushed to the dashboards that asked for them.
+
+Each client has one dict of pending states keyed by vehicle: a new state
+replaces the older one, and a sender task flushes the dict once per tick. A
+slow client therefore gets the latest state of each vehicle, never a growing
+queue, and a client's memory is bounded by the number of vehicles it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from fleet_cloud.api.auth import Principal, decode_token
+from fleet_cloud.api.errors import ApiError
+from fleet_cloud.live import LiveState, VehicleState
+from fleet_cloud.settings import Settings
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+MAX_FRAME_IN = 16 * 1024  # a subscribe message is small; anything larger is hostile
+MAX_IDS_PER_SUBSCRIBE = 10_000
+
+
+def _public(state: VehicleState) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != "tenant_id"}
+
+
+class WsClient:
+    def __init__(self, ws: WebSocket, who: Principal, tick_s: float) -> None:
+        self.ws = ws
+        self.who = who
+        self.tick_s = tick_s
+        self.all = False
+        self.vehicles: set[int] = set()
+        self.pending: dict[int, VehicleState] = {}
+        self.wake = asyncio.Event()
+
+    def wants(self, state: VehicleState) -> bool:
+        if state["tenant_id"] != self.who.tenant_id:
+            return False
+        return self.all or state["vehicle_id"] in self.vehicles
+
+    def offer(self, states: list[VehicleState]) -> None:
+        for s in states:
+            if self.wants(s):
+                self.pending[s["vehicle_id"]] = s
+        if self.pending:
+            self.wake.set()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_text(orjson.dumps(frame).decode())
+
+    async def sender(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.pending = self.pending, {}
+            if batch:
+                await self.send(
+                    {"type": "positions", "vehicles": [_public(s) for s in batch.values()]}
+                )
+            await asyncio.sleep(self.tick_s)
+
+
+def _id_list(v: object) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) <= MAX_IDS_PER_SUBSCRIBE
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+    )
+
+
+class Hub:
+    def __init__(self, live: LiveState, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.live = live
+        self.settings = settings
+        self.clients: set[WsClient] = set()
+        live.listen(self._on_states)
+
+    def _on_states(self, states: list[VehicleState]) -> None:
+        for c in self.clients:
+            c.offer(states)
+
+
+def _origin_allowed(ws: WebSocket, settings: Settings) -> bool:
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: the token alone decides
+    if origin in settings.allowed_origins:
+        return True
+    return urlsplit(origin).netloc == ws.headers.get("host")
+
+
+@router.websocket("/api/v1/ws")
+async def websocket_endpoint(ws: WebSocket) -> None:
+    app = ws.app
+    hub: Hub = app.state.hub
+    settings: Settings = app.state.settings
+    if not _origin_allowed(ws, settings):
+        await ws.close(code=1008, reason="origin not allowed")
+        return
+    try:
+        who = decode_token(settings, ws.query_params.get("token", ""))
+    except ApiError:
+        await ws.close(code=1008, reason="invalid or expired token")
+        return
+    await ws.accept()
+    client = WsClient(ws, who, settings.ws_tick_ms / 1000)
+    hub.clients.add(client)
+    sender = asyncio.create_task(client.sender(), name="ws-sender")
+    try:
+        while True:
+            text = await ws.receive_text()
+            await _on_message(client, hub, text)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.clients.discard(client)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+
+async def _on_message(client: WsClient, hub: Hub, text: str) -> None:
+    if len(text) > MAX_FRAME_IN:
+        await client.send({"type": "error", "code": "too_large", "message": "frame too large"})
+        return
+    try:
+        msg = orjson.loads(text)
+        kind = msg["type"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        await client.send(
+            {"type": "error", "code": "bad_frame", "message": "expected JSON with 'type'"}
+        )
+        return
+    if kind not in ("subscribe", "unsubscribe"):
+        await client.send(
+            {"type": "error", "code": "bad_type", "message": f"unknown type {str(kind)[:40]!r}"}
+        )
+        return
+    ids, fleets = msg.get("vehicles", []), msg.get("fleets", [])
+    if not (_id_list(ids) and _id_list(fleets)):
+        await client.send(
+            {"type": "error", "code": "bad_ids", "message": "vehicles/fleets must be lists of ids"}
+        )
+        return
+    # Only ids of the caller's tenant count; others are "not found", as in the REST API.
+    rows = await hub.pool.fetch(
+        """SELECT id FROM vehicles
+           WHERE tenant_id = $1 AND (id = ANY($2::bigint[]) OR fleet_id = ANY($3::bigint[]))""",
+        client.who.tenant_id,
+        ids,
+        fleets,
+    )
+    found = {r["id"] for r in rows}
+    if kind == "unsubscribe":
+        if msg.get("all"):
+            client.all = False
+        client.vehicles.difference_update(found)
+        return
+    if msg.get("all"):
+        client.all = True
+    client.vehicles.update(found)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        await client.send(
+            {"type": "error", "code": "not_found", "message": f"vehicles not found: {missing[:20]}"}
+        )
+    snapshot = [_public(s) for s in hub.live.for_tenant(client.who.tenant_id) if client.wants(s)]
+    await client.send({"type": "snapshot", "vehicles": snapshot})

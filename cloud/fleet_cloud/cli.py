@@ -1,0 +1,221 @@
+"""``fleet-cloud``: run and administer the cloud side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Annotated
+
+import asyncpg
+import typer
+
+from fleet_cloud import directory
+from fleet_cloud.settings import Settings
+
+app = typer.Typer(
+    help="Fleet telemetry cloud: database migrations, API + dashboard + ingest, administration.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+DsnOpt = Annotated[
+    str | None, typer.Option("--dsn", help="PostgreSQL DSN (default: FLEET_DATABASE_URL)")
+]
+
+
+def _settings(dsn: str | None = None) -> Settings:
+    s = Settings()
+    if dsn:
+        s.database_url = dsn
+    return s
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as e:
+        _fail(f"cannot connect to the database ({e})")
+        raise  # unreachable
+
+
+@app.command()
+def migrate(dsn: DsnOpt = None) -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    from fleet_cloud.migrate import migrate as run_migrations
+    from fleet_cloud.migrate import storage_mode
+
+    s = _settings(dsn)
+
+    async def go() -> None:
+        try:
+            applied = await run_migrations(s.database_url)
+        except (OSError, asyncpg.PostgresError) as e:
+            _fail(f"migration failed: {e}")
+        conn = await _connect(s.database_url)
+        mode = await storage_mode(conn)
+        await conn.close()
+        typer.echo(f"applied: {', '.join(applied) if applied else 'nothing (up to date)'}")
+        typer.echo(f"storage: {mode}")
+
+    asyncio.run(go())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (FLEET_HTTP_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (FLEET_HTTP_PORT)")] = None,
+    no_ingest: Annotated[
+        bool, typer.Option("--no-ingest", help="API only; ingest runs elsewhere")
+    ] = False,
+    log_level: str = "info",
+    access_log: Annotated[
+        bool, typer.Option(help="log every request (tokens stay out of logs by default)")
+    ] = False,
+) -> None:
+    """Run the API, WebSocket hub, dashboard and (unless --no-ingest) MQTT ingest."""
+    import uvicorn
+
+    from fleet_cloud.api.app import create_app
+
+    _logging(log_level)
+    s = _settings()
+    uvicorn.run(
+        create_app(s, run_ingest=not no_ingest),
+        host=host or s.http_host,
+        port=port or s.http_port,
+        log_level=log_level,
+        access_log=access_log,
+        ws_max_size=64 * 1024,
+    )
+
+
+@app.command()
+def ingest(
+    workers: Annotated[int, typer.Option(help="ingest consumers in this process")] = 1,
+    first_index: Annotated[int, typer.Option(help="index of the first worker's client id")] = 0,
+    log_level: str = "info",
+) -> None:
+    """Run ingest workers only (scale-out: start more of these)."""
+    from fleet_cloud.db import create_pool
+    from fleet_cloud.ingest.consumer import IngestWorker
+    from fleet_cloud.live import LiveState
+    from fleet_cloud.registry import DeviceRegistry
+
+    _logging(log_level)
+    s = _settings()
+
+    async def go() -> None:
+        pool = await create_pool(s.database_url, s.db_pool_size)
+        registry = DeviceRegistry(pool)
+        live = LiveState()
+        ws = [IngestWorker(s, pool, registry, live, first_index + i) for i in range(workers)]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.create_task(w.run()) for w in ws]
+        await stop.wait()
+        for t in tasks:
+            t.cancel()
+        for w in ws:
+            with contextlib.suppress(Exception):
+                await w.flush()
+        await pool.close()
+
+    asyncio.run(go())
+
+
+@app.command("add-user")
+def add_user(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    tenant: Annotated[str, typer.Option(help="tenant name (created if missing)")] = "default",
+    role: Annotated[str, typer.Option(help="owner|manager|dispatcher|viewer|installer")] = "owner",
+    dsn: DsnOpt = None,
+) -> None:
+    """Create a user (or reset its password and role)."""
+    if role not in directory.ROLES:
+        _fail(f"role must be one of {', '.join(directory.ROLES)}")
+
+    async def go() -> None:
+        conn = await _connect(_settings(dsn).database_url)
+        tid = await directory.ensure_tenant(conn, tenant)
+        await directory.ensure_user(conn, tid, email, password, role)
+        await conn.close()
+        typer.echo(f"user {email.lower()} ({role}) in tenant {tenant!r}")
+
+    asyncio.run(go())
+
+
+@app.command("add-vehicle")
+def add_vehicle(
+    name: str,
+    device: Annotated[str, typer.Option(help="device id installed in it (its MQTT identity)")],
+    tenant: str = "default",
+    fleet: Annotated[str, typer.Option(help="fleet name (created if missing)")] = "Default",
+    dsn: DsnOpt = None,
+) -> None:
+    """Register a vehicle and its device so ingest accepts the device's data."""
+
+    async def go() -> None:
+        conn = await _connect(_settings(dsn).database_url)
+        try:
+            tid = await directory.ensure_tenant(conn, tenant)
+            fid = await directory.ensure_fleet(conn, tid, fleet)
+            vid = await directory.ensure_vehicle_with_device(conn, tid, fid, name, device)
+        except ValueError as e:
+            _fail(str(e))
+        finally:
+            await conn.close()
+        typer.echo(f"vehicle {vid} {name!r} with device {device}")
+
+    asyncio.run(go())
+
+
+@app.command("seed-demo")
+def seed_demo(
+    agents: Annotated[int, typer.Option(help="vehicles with a full agent: agent-01..")] = 3,
+    sims: Annotated[int, typer.Option(help="lightweight simulated vehicles: sim-0000..")] = 50,
+    email: str = "admin@fleet.local",
+    password: Annotated[str, typer.Option(help="the demo login's password")] = "fleet-demo",
+    dsn: DsnOpt = None,
+) -> None:
+    """Create the demo tenant, its login and the simulated fleet's vehicles (idempotent)."""
+
+    async def go() -> None:
+        conn = await _connect(_settings(dsn).database_url)
+        tid = await directory.ensure_tenant(conn, "demo")
+        await directory.ensure_user(conn, tid, email, password, "owner")
+        fid = await directory.ensure_fleet(conn, tid, "Demo fleet")
+        for i in range(1, agents + 1):
+            await directory.ensure_vehicle_with_device(
+                conn, tid, fid, f"Truck {i:02d}", f"agent-{i:02d}"
+            )
+        for i in range(sims):
+            await directory.ensure_vehicle_with_device(
+                conn, tid, fid, f"Van {i:04d}", f"sim-{i:04d}"
+            )
+        await conn.close()
+        typer.echo(f"demo tenant: {agents} agent vehicles, {sims} simulated vans; login {email}")
+
+    asyncio.run(go())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,269 @@
+"""MQTT ingest worker: device messages in, batched transactions, end-to-end acks out.
+
+Several workers (in one process or many) join the MQTT v5 shared subscription
+and the broker splits device traffic between them. Storage is keyed, so no
+correctness depends on which worker sees which message.
+
+A device deletes a fix only when our ack covers it, and we ack only after the
+transaction that stored it committed. If the database is down nothing is
+acked, pending data is bounded by ``ingest_max_pending``, and the devices keep
+(and later resend) everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiomqtt
+import asyncpg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from fleet_cloud.live import LiveState
+from fleet_cloud.registry import DeviceInfo, DeviceRegistry
+from fleet_cloud.settings import Settings
+from fleet_cloud.store import DeadLetter, PositionColumns, StatusRow, write_batch
+from fleet_wire import (
+    CT_JSON,
+    INGEST_SUBSCRIPTION,
+    Ack,
+    Down,
+    Status,
+    TopicError,
+    Up,
+    WireError,
+    decode_model,
+    decode_telemetry,
+    down_topic,
+    encode_json,
+    parse_up_topic,
+    seq_ranges,
+)
+
+log = logging.getLogger(__name__)
+
+DEAD_PAYLOAD_KEEP = 64 * 1024  # bytes of a bad payload kept for diagnosis
+ACK_MAX_RANGES = 1000  # fleet_wire.Ack limit per message
+
+
+@dataclass
+class Batch:
+    positions: PositionColumns = field(default_factory=PositionColumns)
+    dead: list[DeadLetter] = field(default_factory=list)
+    statuses: list[StatusRow] = field(default_factory=list)
+    # (device_id, boot) -> seqs this batch makes durable, acked after commit
+    acks: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def size(self) -> int:
+        return len(self.positions) + len(self.dead) + len(self.statuses)
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        registry: DeviceRegistry,
+        live: LiveState,
+        index: int = 0,
+    ) -> None:
+        self.s = settings
+        self.pool = pool
+        self.registry = registry
+        self.live = live
+        self.client_id = f"{settings.ingest_client_prefix}-{index}"
+        self.counters: Counter[str] = Counter()
+        self._cur = Batch()
+        self._sealed: Batch | None = None  # written but not yet committed (or failed)
+        self._flush_now = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._client: aiomqtt.Client | None = None
+        self.connected = False
+
+    # -- connection ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until cancelled, reconnecting with jittered backoff."""
+        flusher = asyncio.create_task(self._flush_loop(), name=f"{self.client_id}-flush")
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    await self._consume()
+                except aiomqtt.MqttError as e:
+                    self.connected = False
+                    log.warning("%s: broker connection lost (%s); retrying", self.client_id, e)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 10.0)
+        finally:
+            flusher.cancel()
+
+    async def _consume(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600  # keep queued device traffic across a restart
+        async with aiomqtt.Client(
+            self.s.mqtt_host,
+            self.s.mqtt_port,
+            username=self.s.mqtt_username,
+            password=self.s.mqtt_password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            max_queued_incoming_messages=10_000,
+        ) as client:
+            self._client = client
+            self.connected = True
+            await client.subscribe(INGEST_SUBSCRIPTION, qos=1)
+            log.info("%s: subscribed to %s", self.client_id, INGEST_SUBSCRIPTION)
+            async for msg in client.messages:
+                await self._room.wait()  # backpressure while the database lags
+                await self.handle(str(msg.topic), msg.payload, _content_type(msg))
+
+    # -- one message --------------------------------------------------------
+
+    async def handle(self, topic: str, payload: object, content_type: str | None) -> None:
+        self.counters["messages"] += 1
+        raw = payload if isinstance(payload, bytes) else str(payload).encode()
+        now = datetime.now(UTC)
+        try:
+            where = parse_up_topic(topic)
+        except TopicError as e:
+            return self._dead(topic, "bad_topic", str(e), raw, None)
+        device = await self.registry.get(where.device_id)
+        if device is None:
+            return self._dead(topic, "unknown_device", "", raw, where.device_id)
+        if not device.enabled:
+            return self._dead(topic, "device_disabled", "", raw, where.device_id)
+        if where.kind is Up.TELEMETRY:
+            self._telemetry(topic, raw, content_type, device, now)
+        elif where.kind is Up.STATUS:
+            self._status(topic, raw, content_type, device, now)
+        else:
+            # events/config/cmd payloads are reserved in v1 (later work)
+            self._dead(topic, "unsupported_kind", where.kind.value, raw, device.device_id)
+        if self._cur.size() >= self.s.ingest_batch_max:
+            self._flush_now.set()
+
+    def _telemetry(
+        self, topic: str, raw: bytes, ct: str | None, dev: DeviceInfo, now: datetime
+    ) -> None:
+        try:
+            boot, fixes, rejected = decode_telemetry(raw, ct)
+        except WireError as e:
+            return self._dead(topic, e.reason, e.detail, raw, dev.device_id)
+        batch = self._cur
+        seqs = batch.acks[(dev.device_id, boot)]
+        for fix in fixes:
+            batch.positions.add(dev.device_id, boot, fix, now, dev.vehicle_id)
+            seqs.append(fix.seq)
+        for bad in rejected:
+            self._dead(topic, "schema", bad.reason, encode_json(bad.raw), dev.device_id)
+            if bad.seq is not None:
+                seqs.append(bad.seq)  # dead-lettered is handled: the device may drop it
+        self.counters["fixes"] += len(fixes)
+        if fixes and dev.vehicle_id is not None:
+            self.live.apply_fixes(dev.tenant_id, dev.vehicle_id, fixes, int(now.timestamp() * 1000))
+        self._update_room()
+
+    def _status(
+        self, topic: str, raw: bytes, ct: str | None, dev: DeviceInfo, now: datetime
+    ) -> None:
+        try:
+            status = decode_model(raw, Status, ct)
+        except WireError as e:
+            return self._dead(topic, e.reason, e.detail, raw, dev.device_id)
+        body = status.model_dump(mode="json", exclude_none=True)
+        self._cur.statuses.append(StatusRow(dev.device_id, status.online, body, now))
+        if dev.vehicle_id is not None:
+            self.live.apply_online(dev.tenant_id, dev.vehicle_id, status.online)
+
+    def _dead(
+        self, topic: str, reason: str, detail: str, raw: bytes, device_id: str | None
+    ) -> None:
+        self.counters[f"dead_{reason}"] += 1
+        log.info("dead letter from %s: %s %s", device_id or topic[:80], reason, detail[:200])
+        self._cur.dead.append(
+            DeadLetter(topic[:500], reason, detail[:2000], raw[:DEAD_PAYLOAD_KEEP], device_id)
+        )
+        self._update_room()
+
+    def _update_room(self) -> None:
+        pending = self._cur.size() + (self._sealed.size() if self._sealed else 0)
+        if pending >= self.s.ingest_max_pending:
+            if self._room.is_set():
+                log.warning("%s: %d pending, pausing intake", self.client_id, pending)
+            self._room.clear()
+        else:
+            self._room.set()
+
+    # -- flushing -----------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        period = self.s.ingest_flush_ms / 1000
+        failures = 0
+        while True:
+            try:
+                await asyncio.wait_for(self._flush_now.wait(), timeout=period)
+            except TimeoutError:
+                pass
+            self._flush_now.clear()
+            try:
+                await self.flush()
+                failures = 0
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                failures += 1
+                delay = min(0.5 * 2**failures, 10.0)
+                log.warning("batch write failed (%s); nothing acked, retry in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+
+    async def flush(self) -> None:
+        """Write the pending batch in one transaction, then ack what it made durable."""
+        if self._sealed is None:
+            if self._cur.size() == 0:
+                return
+            self._sealed, self._cur = self._cur, Batch()
+        batch = self._sealed
+        t0 = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            inserted = await write_batch(conn, batch.positions, batch.dead, batch.statuses)
+        self._sealed = None
+        self._update_room()
+        self.counters["stored"] += inserted
+        self.counters["duplicates"] += len(batch.positions) - inserted
+        log.debug("batch of %d in %.1f ms", batch.size(), (time.perf_counter() - t0) * 1000)
+        await self._send_acks(batch.acks)
+
+    async def _send_acks(self, acks: dict[tuple[str, int], list[int]]) -> None:
+        client = self._client
+        if client is None:
+            return  # the device resends; the retransmission is stored once and acked then
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = CT_JSON
+        for (device_id, boot), seqs in acks.items():
+            if not seqs:
+                continue
+            ranges = seq_ranges(seqs)
+            for i in range(0, len(ranges), ACK_MAX_RANGES):
+                ack = Ack(boot=boot, seqs=ranges[i : i + ACK_MAX_RANGES])
+                try:
+                    await client.publish(
+                        down_topic(device_id, Down.ACK), encode_json(ack), qos=1, properties=props
+                    )
+                    self.counters["acks"] += 1
+                except aiomqtt.MqttError as e:
+                    log.warning("ack to %s not sent (%s); the device will resend", device_id, e)
+                    return
+
+
+def _content_type(msg: aiomqtt.Message) -> str | None:
+    props = msg.properties
+    ct = getattr(props, "ContentType", None) if props is not None else None
+    return ct if isinstance(ct, str) else None

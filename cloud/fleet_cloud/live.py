@@ -1,0 +1,75 @@
+"""Latest known state of every vehicle, updated as fixes arrive.
+
+Ingest updates it before the database commit (the live path never waits for
+storage); the WebSocket hub listens to it. In one process this is memory;
+across processes a Redis-backed relay feeds the same LiveState (later work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fleet_wire import Fix
+
+VehicleState = dict[str, Any]
+Listener = Callable[[list[VehicleState]], None]
+
+
+class LiveState:
+    def __init__(self) -> None:
+        self._states: dict[int, VehicleState] = {}
+        self._listeners: list[Listener] = []
+
+    def listen(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def _emit(self, states: list[VehicleState]) -> None:
+        if states:
+            for fn in self._listeners:
+                fn(states)
+
+    def get(self, vehicle_id: int) -> VehicleState | None:
+        return self._states.get(vehicle_id)
+
+    def for_tenant(self, tenant_id: int) -> list[VehicleState]:
+        return [s for s in self._states.values() if s["tenant_id"] == tenant_id]
+
+    def prime(self, states: Iterable[VehicleState]) -> None:
+        for s in states:
+            self._states[s["vehicle_id"]] = s
+
+    def apply_fixes(self, tenant_id: int, vehicle_id: int, fixes: list[Fix], recv_ms: int) -> None:
+        """Take the newest of these fixes if it is newer than what is known.
+
+        Backlog from a device that was offline arrives after its live fixes;
+        fix time, not arrival order, decides what "latest" is.
+        """
+        newest = max(fixes, key=lambda f: f.t)
+        cur = self._states.get(vehicle_id)
+        if cur is not None and cur.get("t") is not None and cur["t"] >= newest.t:
+            return
+        state: VehicleState = {
+            "vehicle_id": vehicle_id,
+            "tenant_id": tenant_id,
+            "t": newest.t,
+            "lat": newest.lat,
+            "lon": newest.lon,
+            "spd": newest.spd,
+            "hdg": newest.hdg,
+            "online": True if cur is None else cur.get("online", True),
+            "recv": recv_ms,
+        }
+        if newest.eng is not None:
+            state["eng"] = newest.eng.model_dump(exclude_none=True)
+        self._states[vehicle_id] = state
+        self._emit([state])
+
+    def apply_online(self, tenant_id: int, vehicle_id: int, online: bool) -> None:
+        cur = self._states.get(vehicle_id)
+        if cur is not None and cur.get("online") == online:
+            return
+        state = dict(cur) if cur else {"vehicle_id": vehicle_id, "tenant_id": tenant_id, "t": None}
+        state["online"] = online
+        self._states[vehicle_id] = state
+        self._emit([state])

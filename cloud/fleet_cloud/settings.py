@@ -1,0 +1,47 @@
+"""Cloud settings, from FLEET_* environment variables (12-factor)."""
+
+from __future__ import annotations
+
+import secrets
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    database_url: str = "postgresql:///fleet?host=/var/run/postgresql"
+    db_pool_size: int = 8
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    # Ingest worker client ids are "<prefix>-<n>": stable across restarts so a
+    # worker resumes its persistent session instead of leaving one behind.
+    ingest_client_prefix: str = "fleet-ingest"
+    ingest_workers: int = 1
+    ingest_batch_max: int = 2000  # fixes per database transaction
+    ingest_flush_ms: int = 250  # a fix waits at most this long for its batch
+    # Bound on fixes held while the database is slow or down; past it, ingest
+    # stops reading and the broker/device keep the data (devices resend
+    # everything not acked), so memory stays bounded.
+    ingest_max_pending: int = 50_000
+
+    redis_url: str | None = None  # optional: multi-node live state and fan-out
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    # Browser origins allowed on the WebSocket besides the app's own.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # HS256 key. Without one, a random key is made per process: tokens then die
+    # with the process and several API processes cannot share them.
+    jwt_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    jwt_ttl_s: int = 3600
+    ws_tick_ms: int = 250  # coalescing period of WebSocket position frames
+
+    tiles_url: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png
+    tiles_attribution: str = ""
+    map_center: tuple[float, float] = (52.52, 13.405)
+    map_zoom: int = 12

@@ -1,0 +1,138 @@
+"""Set-based, idempotent writes of ingest batches: one transaction per batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from fleet_wire import Fix
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def dt_to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+@dataclass
+class PositionColumns:
+    """Positions of one batch held column-wise, ready for unnest()."""
+
+    device_id: list[str] = field(default_factory=list)
+    boot_id: list[int] = field(default_factory=list)
+    seq: list[int] = field(default_factory=list)
+    fix_time: list[datetime] = field(default_factory=list)
+    recv_time: list[datetime] = field(default_factory=list)
+    vehicle_id: list[int | None] = field(default_factory=list)
+    lat: list[float] = field(default_factory=list)
+    lon: list[float] = field(default_factory=list)
+    speed: list[float | None] = field(default_factory=list)
+    heading: list[float | None] = field(default_factory=list)
+    altitude: list[float | None] = field(default_factory=list)
+    hdop: list[float | None] = field(default_factory=list)
+    sats: list[int | None] = field(default_factory=list)
+    fix_type: list[int | None] = field(default_factory=list)
+    engine: list[object] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def add(
+        self, device_id: str, boot: int, fix: Fix, recv: datetime, vehicle_id: int | None
+    ) -> None:
+        self.device_id.append(device_id)
+        self.boot_id.append(boot)
+        self.seq.append(fix.seq)
+        self.fix_time.append(ms_to_dt(fix.t))
+        self.recv_time.append(recv)
+        self.vehicle_id.append(vehicle_id)
+        self.lat.append(fix.lat)
+        self.lon.append(fix.lon)
+        self.speed.append(fix.spd)
+        self.heading.append(fix.hdg)
+        self.altitude.append(fix.alt)
+        self.hdop.append(fix.hdop)
+        self.sats.append(fix.sat)
+        self.fix_type.append(fix.fix)
+        self.engine.append(fix.eng.model_dump(exclude_none=True) if fix.eng else None)
+
+
+_INSERT_POSITIONS = """
+INSERT INTO positions (device_id, boot_id, seq, fix_time, recv_time, vehicle_id, lat, lon,
+                       speed, heading, altitude, hdop, sats, fix_type, engine)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[],
+                     $5::timestamptz[], $6::bigint[], $7::float8[], $8::float8[],
+                     $9::real[], $10::real[], $11::real[], $12::real[], $13::smallint[],
+                     $14::smallint[], $15::jsonb[])
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes | None
+    device_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    device_id: str
+    online: bool
+    status: dict[str, object]
+    at: datetime
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    positions: PositionColumns,
+    dead: list[DeadLetter],
+    statuses: list[StatusRow],
+) -> int:
+    """Write one batch atomically; return how many positions were new."""
+    inserted = 0
+    async with conn.transaction():
+        if len(positions):
+            p = positions
+            result = await conn.execute(
+                _INSERT_POSITIONS,
+                p.device_id,
+                p.boot_id,
+                p.seq,
+                p.fix_time,
+                p.recv_time,
+                p.vehicle_id,
+                p.lat,
+                p.lon,
+                p.speed,
+                p.heading,
+                p.altitude,
+                p.hdop,
+                p.sats,
+                p.fix_type,
+                p.engine,
+            )
+            inserted = int(result.rsplit(" ", 1)[1])
+        if dead:
+            await conn.executemany(
+                """INSERT INTO dead_letters (device_id, topic, reason, detail, payload)
+                   VALUES ($1, $2, $3, $4, $5)""",
+                [(d.device_id, d.topic, d.reason, d.detail, d.payload) for d in dead],
+            )
+        if statuses:
+            latest = {s.device_id: s for s in sorted(statuses, key=lambda s: s.at)}
+            await conn.executemany(
+                """INSERT INTO device_status (device_id, online, status, updated_at)
+                   VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (device_id) DO UPDATE
+                   SET online = EXCLUDED.online, status = EXCLUDED.status,
+                       updated_at = EXCLUDED.updated_at""",
+                [(s.device_id, s.online, s.status, s.at) for s in latest.values()],
+            )
+    return inserted

@@ -1,0 +1,357 @@
+"""Real services for the tests: a Mosquitto with the project's config, a fresh
+PostgreSQL database, and the project's own processes, each on a free port.
+
+Nothing here mocks a service; fixtures in conftest.py wrap these helpers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+# Local PostgreSQL as the current OS user over the Unix socket (what
+# deploy/bootstrap.sh sets up on a fresh Debian machine); override with
+# FLEET_TEST_PG_DSN to point the tests at another server.
+PG_ADMIN_DSN = os.environ.get(
+    "FLEET_TEST_PG_DSN", "postgresql:///postgres?host=/var/run/postgresql"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def tool(name: str) -> str:
+    """A console script of this project, from the interpreter's own venv."""
+    path = VENV_BIN / name
+    return str(path) if path.exists() else name
+
+
+@dataclass
+class Proc:
+    """A child process whose output goes to a log file kept for the report."""
+
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            assert self.popen is not None
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM, then SIGKILL after timeout; returns the exit code."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.popen.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Broker:
+    """Mosquitto started from mosquitto/run-broker.sh: the project's own config."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    proc: Proc | None = None
+
+    def start(self) -> Broker:
+        self.proc = Proc(
+            [str(ROOT / "mosquitto" / "run-broker.sh"), str(self.port), str(self.data_dir)],
+            self.data_dir / "mosquitto.log",
+        ).start()
+        wait_until(lambda: port_open(self.port), 10, f"mosquitto on port {self.port}")
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill9()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+def create_database(admin_dsn: str = PG_ADMIN_DSN) -> tuple[str, str]:
+    """Create an empty database with a unique name; return (name, dsn)."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"fleet_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    async def go() -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+    return name, dsn_for(admin_dsn, name)
+
+
+def drop_database(name: str, admin_dsn: str = PG_ADMIN_DSN) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def dsn_for(admin_dsn: str, dbname: str) -> str:
+    """The admin DSN with its database swapped for dbname."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(admin_dsn)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def http_json(url: str, body: object | None = None, token: str | None = None) -> object:
+    """GET (or POST when body is given) a JSON API; raises urllib.error.HTTPError on 4xx/5xx."""
+    import json
+    import urllib.request
+
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def db_fetch(dsn: str, sql: str, *args: object) -> list[dict[str, object]]:
+    """Run one query from synchronous test code."""
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> list[dict[str, object]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def mqtt_publish(
+    broker: Broker, topic: str, payload: bytes, content_type: str | None = None, qos: int = 1
+) -> None:
+    """Publish one message as a device would (MQTT v5, waits for PUBACK)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        props = None
+        if content_type:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = content_type
+        info = client.publish(topic, payload, qos=qos, properties=props)
+        info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@dataclass
+class CloudStack:
+    """``fleet-cloud serve`` (ingest + API + dashboard) on a test broker and database."""
+
+    broker: Broker
+    dsn: str
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    email: str = "manager@test.local"
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
+    tenant: str = "test"
+    proc: Proc | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FLEET_DATABASE_URL": self.dsn,
+            "FLEET_MQTT_HOST": self.broker.host,
+            "FLEET_MQTT_PORT": str(self.broker.port),
+            "FLEET_HTTP_HOST": "127.0.0.1",
+            "FLEET_HTTP_PORT": str(self.port),
+            "FLEET_JWT_SECRET": "test-secret-" + uuid.uuid4().hex,
+            "FLEET_INGEST_CLIENT_PREFIX": f"ingest-test-{self.port}",
+        }
+
+    def start(self) -> CloudStack:
+        subprocess.run(
+            [
+                tool("fleet-cloud"),
+                "add-user",
+                self.email,
+                "--password",
+                self.password,
+                "--tenant",
+                self.tenant,
+                "--dsn",
+                self.dsn,
+            ],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+        self.proc = Proc(
+            [tool("fleet-cloud"), "serve"], self.log_dir / f"cloud-{self.port}.log", self.env()
+        ).start()
+
+        def healthy() -> bool:
+            if self.proc is None or not self.proc.alive():
+                raise RuntimeError(
+                    f"fleet-cloud serve exited:\n{self.proc.log() if self.proc else ''}"
+                )
+            try:
+                doc = http_json(self.base_url + "/api/v1/health")
+            except OSError:
+                return False
+            return isinstance(doc, dict) and doc.get("status") == "ok"
+
+        wait_until(healthy, 30, "fleet-cloud serve to be healthy")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def token(self) -> str:
+        doc = http_json(
+            self.base_url + "/api/v1/auth/login", {"email": self.email, "password": self.password}
+        )
+        assert isinstance(doc, dict)
+        return str(doc["access_token"])
+
+    def register_vehicle(self, name: str, device_id: str) -> int:
+        """Register a vehicle with its device in the test tenant; return the vehicle id."""
+        import asyncio
+
+        import asyncpg
+
+        from fleet_cloud import directory
+
+        async def go() -> int:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                tid = await directory.ensure_tenant(conn, self.tenant)
+                fid = await directory.ensure_fleet(conn, tid, "Test fleet")
+                return await directory.ensure_vehicle_with_device(conn, tid, fid, name, device_id)
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def stored_seqs(self, device_id: str, boot: int | None = None) -> list[int]:
+        rows = db_fetch(
+            self.dsn,
+            "SELECT seq FROM positions"
+            " WHERE device_id = $1 AND ($2::bigint IS NULL OR boot_id = $2) ORDER BY seq",
+            device_id,
+            boot,
+        )
+        return [int(r["seq"]) for r in rows]  # type: ignore[call-overload]
+
+    def publish_fixes(self, device_id: str, fixes: list[dict[str, object]], boot: int = 1) -> None:
+        """Publish fixes as wire telemetry from device_id and wait until they are stored."""
+        from fleet_wire import encode_json, maybe_compress, telemetry_body, up_topic
+        from fleet_wire.topics import Up
+
+        body = telemetry_body(boot, [encode_json(f) for f in fixes])
+        payload, ct = maybe_compress(body)
+        mqtt_publish(self.broker, up_topic(device_id, Up.TELEMETRY), payload, ct)
+        want = {int(f["seq"]) for f in fixes}  # type: ignore[call-overload]
+        wait_until(
+            lambda: want <= set(self.stored_seqs(device_id, boot)),
+            20,
+            f"fixes {sorted(want)[:5]}... of {device_id} to be stored",
+            every=0.1,
+        )
