@@ -18,6 +18,7 @@ from tests.harness import (
     PG_ADMIN_DSN,
     Broker,
     CloudStack,
+    RedisServer,
     create_database,
     drop_database,
     tool,
@@ -56,3 +57,10 @@ def cloud(
     stack = CloudStack(broker, database, tmp_path_factory.mktemp("cloud")).start()
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    r = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield r
+    r.stop()

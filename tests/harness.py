@@ -248,6 +248,8 @@ class CloudStack:
     email: str = "manager@test.local"
     password: str = field(default_factory=lambda: uuid.uuid4().hex)
     tenant: str = "test"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    serve_args: list[str] = field(default_factory=list)
     proc: Proc | None = None
 
     @property
@@ -263,6 +265,7 @@ class CloudStack:
             "FLEET_HTTP_PORT": str(self.port),
             "FLEET_JWT_SECRET": "test-secret-" + uuid.uuid4().hex,
             "FLEET_INGEST_CLIENT_PREFIX": f"ingest-test-{self.port}",
+            **self.extra_env,
         }
 
     def start(self) -> CloudStack:
@@ -283,7 +286,9 @@ class CloudStack:
             capture_output=True,
         )
         self.proc = Proc(
-            [tool("fleet-cloud"), "serve"], self.log_dir / f"cloud-{self.port}.log", self.env()
+            [tool("fleet-cloud"), "serve", *self.serve_args],
+            self.log_dir / f"cloud-{self.port}.log",
+            self.env(),
         ).start()
 
         def healthy() -> bool:
@@ -355,3 +360,29 @@ class CloudStack:
             f"fixes {sorted(want)[:5]}... of {device_id} to be stored",
             every=0.1,
         )
+
+
+@dataclass
+class RedisServer:
+    """A throwaway redis-server on a free port, nothing kept on disk."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = Proc(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.data_dir)],
+            self.data_dir / "redis.log",
+        ).start()  # fmt: skip
+        wait_until(lambda: port_open(self.port), 10, f"redis on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()

@@ -15,6 +15,8 @@ import typer
 from fleet_cloud import directory
 from fleet_cloud.settings import Settings
 
+log = logging.getLogger("fleet_cloud")
+
 app = typer.Typer(
     help="Fleet telemetry cloud: database migrations, API + dashboard + ingest, administration.",
     no_args_is_help=True,
@@ -116,6 +118,7 @@ def ingest(
     from fleet_cloud.ingest.consumer import IngestWorker
     from fleet_cloud.live import LiveState
     from fleet_cloud.registry import DeviceRegistry
+    from fleet_cloud.relay import RedisRelay
 
     _logging(log_level)
     s = _settings()
@@ -125,11 +128,16 @@ def ingest(
         registry = DeviceRegistry(pool)
         live = LiveState()
         ws = [IngestWorker(s, pool, registry, live, first_index + i) for i in range(workers)]
+        relay = RedisRelay(live, s.redis_url, s.redis_prefix) if s.redis_url else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.create_task(w.run()) for w in ws]
+        if relay is not None:  # live updates reach the API nodes through Redis
+            tasks.append(asyncio.create_task(relay.run()))
+        else:
+            log.warning("no FLEET_REDIS_URL: live updates from this process reach no dashboard")
         await stop.wait()
         for t in tasks:
             t.cancel()

@@ -20,14 +20,32 @@ class LiveState:
     def __init__(self) -> None:
         self._states: dict[int, VehicleState] = {}
         self._listeners: list[Listener] = []
+        self._local_listeners: list[Listener] = []
 
     def listen(self, fn: Listener) -> None:
+        """Call fn with every change, wherever it was ingested (the WebSocket hub)."""
         self._listeners.append(fn)
+
+    def listen_local(self, fn: Listener) -> None:
+        """Call fn with changes ingested in this process only (the Redis relay)."""
+        self._local_listeners.append(fn)
 
     def _emit(self, states: list[VehicleState]) -> None:
         if states:
-            for fn in self._listeners:
+            for fn in (*self._listeners, *self._local_listeners):
                 fn(states)
+
+    def merge(self, states: Iterable[VehicleState]) -> None:
+        """Apply states relayed from another process (newest fix time wins)."""
+        changed = []
+        for s in states:
+            cur = self._states.get(s["vehicle_id"])
+            if cur is None or s.get("t") is None or (cur.get("t") or 0) <= s["t"]:
+                self._states[s["vehicle_id"]] = s
+                changed.append(s)
+        for fn in self._listeners:
+            if changed:
+                fn(changed)
 
     def get(self, vehicle_id: int) -> VehicleState | None:
         return self._states.get(vehicle_id)

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     ingest_max_pending: int = 50_000
 
     redis_url: str | None = None  # optional: multi-node live state and fan-out
+    redis_prefix: str = "fleet"  # key and channel prefix (several deployments, one Redis)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080

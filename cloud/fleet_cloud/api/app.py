@@ -22,6 +22,7 @@ from fleet_cloud.db import create_pool
 from fleet_cloud.ingest.consumer import IngestWorker
 from fleet_cloud.live import LiveState, VehicleState
 from fleet_cloud.registry import DeviceRegistry
+from fleet_cloud.relay import RedisRelay
 from fleet_cloud.settings import Settings
 from fleet_cloud.store import dt_to_ms
 
@@ -48,6 +49,13 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
         live = LiveState()
         # After a restart the map shows each vehicle's last stored fix at once.
         live.prime(_state_from_row(r) for r in await pool.fetch(_LATEST_STATES))
+        relay = (
+            RedisRelay(live, settings.redis_url, settings.redis_prefix)
+            if settings.redis_url
+            else None
+        )
+        if relay is not None:
+            live.merge(await relay.load_all())
         app.state.pool = pool
         app.state.live = live
         app.state.hub = ws.Hub(live, settings, pool)
@@ -62,6 +70,8 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
         )
         app.state.ingest_workers = workers
         tasks = [asyncio.create_task(w.run(), name=w.client_id) for w in workers]
+        if relay is not None:
+            tasks.append(asyncio.create_task(relay.run(), name="redis-relay"))
         try:
             yield
         finally:
@@ -74,6 +84,8 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await w.flush()
             await pool.close()
+            if relay is not None:
+                await relay.close()
 
     app = FastAPI(
         title="Fleet telemetry API",

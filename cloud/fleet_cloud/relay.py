@@ -1,0 +1,116 @@
+"""Live state shared between cloud processes through Redis.
+
+Each process publishes the states its own ingest produced and applies what
+the others publish, so every API node's WebSocket clients see vehicles
+ingested anywhere. Redis also holds the latest state per vehicle (a hash with
+a TTL, so a silent vehicle's entry ages out) and a GEO set per tenant for
+"vehicles within R km" queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+
+from fleet_cloud.live import LiveState, VehicleState
+
+log = logging.getLogger(__name__)
+
+STATE_TTL_S = 7 * 86_400
+
+
+class RedisRelay:
+    def __init__(self, live: LiveState, url: str, prefix: str = "fleet") -> None:
+        self.live = live
+        self.redis = aioredis.from_url(url)
+        self.prefix = prefix
+        self.channel = f"{prefix}:live"
+        self.origin = uuid.uuid4().hex  # our own messages come back; skip them
+        self._outbox: list[VehicleState] = []
+        self._wake = asyncio.Event()
+        live.listen_local(self._on_local)
+
+    def key(self, vehicle_id: int) -> str:
+        return f"{self.prefix}:vehicle:{vehicle_id}"
+
+    def geo_key(self, tenant_id: int) -> str:
+        return f"{self.prefix}:geo:{tenant_id}"
+
+    def _on_local(self, states: list[VehicleState]) -> None:
+        # Called synchronously from ingest: queue, never block the live path.
+        if len(self._outbox) < 100_000:
+            self._outbox.extend(states)
+            self._wake.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._publish_loop(), name="relay-publish")
+            tg.create_task(self._subscribe_loop(), name="relay-subscribe")
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._outbox = self._outbox, []
+            latest = {s["vehicle_id"]: s for s in batch}  # coalesce per vehicle
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for s in latest.values():
+                    k = self.key(s["vehicle_id"])
+                    pipe.set(k, orjson.dumps(s), ex=STATE_TTL_S)
+                    if s.get("lat") is not None:
+                        pipe.geoadd(
+                            self.geo_key(s["tenant_id"]), (s["lon"], s["lat"], s["vehicle_id"])
+                        )
+                msg = {"origin": self.origin, "states": list(latest.values())}
+                pipe.publish(self.channel, orjson.dumps(msg))
+                await pipe.execute()
+            except (aioredis.RedisError, OSError) as e:
+                log.warning("redis relay publish failed (%s); live updates stay local", e)
+                await asyncio.sleep(1)
+
+    async def _subscribe_loop(self) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as ps:
+                    await ps.subscribe(self.channel)
+                    async for m in ps.listen():
+                        if m.get("type") != "message":
+                            continue
+                        self._apply(m["data"])
+            except (aioredis.RedisError, OSError) as e:
+                log.warning("redis relay subscription lost (%s); retrying", e)
+                await asyncio.sleep(1)
+
+    def _apply(self, data: bytes) -> None:
+        try:
+            msg: dict[str, Any] = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if msg.get("origin") != self.origin:
+            self.live.merge(msg.get("states", []))
+
+    async def load_all(self) -> list[VehicleState]:
+        """Every state Redis holds (used to prime a fresh API node)."""
+        states = []
+        async for key in self.redis.scan_iter(match=f"{self.prefix}:vehicle:*", count=1000):
+            raw = await self.redis.get(key)
+            if raw:
+                states.append(orjson.loads(raw))
+        return states
+
+    async def within(self, tenant_id: int, lat: float, lon: float, radius_km: float) -> list[int]:
+        ids = await self.redis.geosearch(
+            self.geo_key(tenant_id), longitude=lon, latitude=lat, radius=radius_km, unit="km"
+        )
+        return [int(cast(bytes, i)) for i in ids]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
