@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
 from typing import Annotated
@@ -46,6 +47,20 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+
+
+class _RedactTokens(logging.Filter):
+    """Uvicorn logs each WebSocket handshake with its URL, which carries the JWT."""
+
+    _token = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                self._token.sub(r"\1<redacted>", a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        return True
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
@@ -96,6 +111,7 @@ def serve(
     from fleet_cloud.api.app import create_app
 
     _logging(log_level)
+    logging.getLogger("uvicorn.error").addFilter(_RedactTokens())
     s = _settings()
     uvicorn.run(
         create_app(s, run_ingest=not no_ingest),
@@ -135,15 +151,16 @@ def ingest(
             loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.create_task(w.run()) for w in ws]
         if relay is not None:  # live updates reach the API nodes through Redis
+            await relay.start()
             tasks.append(asyncio.create_task(relay.run()))
         else:
             log.warning("no FLEET_REDIS_URL: live updates from this process reach no dashboard")
         await stop.wait()
+        for w in ws:  # what was received is written and acked while connected
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(w.drain(), timeout=5)
         for t in tasks:
             t.cancel()
-        for w in ws:
-            with contextlib.suppress(Exception):
-                await w.flush()
         await pool.close()
 
     asyncio.run(go())
@@ -163,9 +180,13 @@ def add_user(
 
     async def go() -> None:
         conn = await _connect(_settings(dsn).database_url)
-        tid = await directory.ensure_tenant(conn, tenant)
-        await directory.ensure_user(conn, tid, email, password, role)
-        await conn.close()
+        try:
+            tid = await directory.ensure_tenant(conn, tenant)
+            await directory.ensure_user(conn, tid, email, password, role)
+        except ValueError as e:
+            _fail(str(e))
+        finally:
+            await conn.close()
         typer.echo(f"user {email.lower()} ({role}) in tenant {tenant!r}")
 
     asyncio.run(go())

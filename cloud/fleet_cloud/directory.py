@@ -27,18 +27,22 @@ async def ensure_tenant(conn: asyncpg.Connection, name: str) -> int:
 async def ensure_user(
     conn: asyncpg.Connection, tenant_id: int, email: str, password: str, role: str = "owner"
 ) -> int:
+    """Create a user, or reset the password and role of one in the same tenant."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     uid = await conn.fetchval(
         """INSERT INTO users (tenant_id, email, password_hash, role) VALUES ($1, $2, $3, $4)
            ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash,
                                              role = EXCLUDED.role
+           WHERE users.tenant_id = EXCLUDED.tenant_id
            RETURNING id""",
         tenant_id,
         email.lower(),
         hash_password(password),
         role,
     )
+    if uid is None:
+        raise ValueError(f"{email.lower()} already belongs to another tenant")
     return int(uid)
 
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from fleet_cloud.live import LiveState, VehicleState
 
@@ -34,6 +35,7 @@ class RedisRelay:
         self.origin = uuid.uuid4().hex  # our own messages come back; skip them
         self._outbox: list[VehicleState] = []
         self._wake = asyncio.Event()
+        self._pubsub: PubSub | None = None
         live.listen_local(self._on_local)
 
     def key(self, vehicle_id: int) -> str:
@@ -47,6 +49,11 @@ class RedisRelay:
         if len(self._outbox) < 100_000:
             self._outbox.extend(states)
             self._wake.set()
+
+    async def start(self) -> None:
+        """Subscribe before the node reports ready, so no update falls in between."""
+        self._pubsub = self.redis.pubsub()
+        await self._pubsub.subscribe(self.channel)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -78,14 +85,18 @@ class RedisRelay:
     async def _subscribe_loop(self) -> None:
         while True:
             try:
-                async with self.redis.pubsub() as ps:
-                    await ps.subscribe(self.channel)
-                    async for m in ps.listen():
-                        if m.get("type") != "message":
-                            continue
+                if self._pubsub is None:
+                    await self.start()
+                assert self._pubsub is not None
+                async for m in self._pubsub.listen():
+                    if m.get("type") == "message":
                         self._apply(m["data"])
             except (aioredis.RedisError, OSError) as e:
                 log.warning("redis relay subscription lost (%s); retrying", e)
+                with contextlib.suppress(Exception):
+                    if self._pubsub is not None:
+                        await self._pubsub.aclose()
+                self._pubsub = None
                 await asyncio.sleep(1)
 
     def _apply(self, data: bytes) -> None:

@@ -22,7 +22,7 @@ from fleet_wire.models import MAX_FIXES_PER_BATCH, SCHEMA_VERSION, Fix, Telemetr
 CT_JSON = "application/json"
 CT_JSON_ZLIB = "application/json+zlib"
 
-# Matches the broker's message_size_limit (mosquitto/conf.d/limits.conf).
+# Within the broker's max_packet_size (mosquitto/conf.d/20-limits.conf).
 MAX_PAYLOAD_BYTES = 256 * 1024
 # A compressed payload may not inflate past this (zip-bomb guard).
 MAX_DECODED_BYTES = 1024 * 1024

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, field_validator
 
 SCHEMA_VERSION: Final = 1
 
@@ -28,33 +28,34 @@ MAX_TIME_MS = 4_102_444_800_000
 # Seq and boot ids stay inside the range JSON numbers carry exactly (2**53).
 MAX_JSON_INT = 2**53 - 1
 
-TimeMs = Annotated[int, Field(ge=MIN_TIME_MS, le=MAX_TIME_MS)]
-Seq = Annotated[int, Field(ge=1, le=MAX_JSON_INT)]
-BootId = Annotated[int, Field(ge=0, le=MAX_JSON_INT)]
+TimeMs = Annotated[int, Strict(), Field(ge=MIN_TIME_MS, le=MAX_TIME_MS)]
+Seq = Annotated[int, Strict(), Field(ge=1, le=MAX_JSON_INT)]
+BootId = Annotated[int, Strict(), Field(ge=0, le=MAX_JSON_INT)]
 
 
 class _Wire(BaseModel):
     # Unknown keys are refused so that a typo is a dead letter with a reason,
-    # not a silently missing value.
+    # not a silently missing value. Scalars are Strict(): "12" is not a
+    # number and true is not 1 on this wire (an int is accepted as a float).
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Engine(_Wire):
     """Latest OBD-II values known when the fix was recorded."""
 
-    age: Annotated[int, Field(ge=0, le=86_400_000)] | None = None  # ms since read
-    rpm: Annotated[float, Field(ge=0, le=20_000)] | None = None
-    vss: Annotated[float, Field(ge=0, le=400)] | None = None  # vehicle speed, km/h
-    ect: Annotated[float, Field(ge=-60, le=250)] | None = None  # coolant, degC
-    load: Annotated[float, Field(ge=0, le=100)] | None = None  # engine load, %
-    tps: Annotated[float, Field(ge=0, le=100)] | None = None  # throttle, %
-    fuel: Annotated[float, Field(ge=0, le=100)] | None = None  # fuel level, %
-    iat: Annotated[float, Field(ge=-60, le=250)] | None = None  # intake air, degC
-    maf: Annotated[float, Field(ge=0, le=1000)] | None = None  # g/s
-    vbat: Annotated[float, Field(ge=0, le=60)] | None = None  # control module voltage, V
-    run: Annotated[int, Field(ge=0, le=10_000_000)] | None = None  # s since engine start
-    odo: Annotated[float, Field(ge=0, le=10_000_000)] | None = None  # km
-    ign: bool | None = None
+    age: Annotated[int, Strict(), Field(ge=0, le=86_400_000)] | None = None  # ms since read
+    rpm: Annotated[float, Strict(), Field(ge=0, le=20_000)] | None = None
+    vss: Annotated[float, Strict(), Field(ge=0, le=400)] | None = None  # vehicle speed, km/h
+    ect: Annotated[float, Strict(), Field(ge=-60, le=250)] | None = None  # coolant, degC
+    load: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None  # engine load, %
+    tps: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None  # throttle, %
+    fuel: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None  # fuel level, %
+    iat: Annotated[float, Strict(), Field(ge=-60, le=250)] | None = None  # intake air, degC
+    maf: Annotated[float, Strict(), Field(ge=0, le=1000)] | None = None  # g/s
+    vbat: Annotated[float, Strict(), Field(ge=0, le=60)] | None = None  # control module voltage, V
+    run: Annotated[int, Strict(), Field(ge=0, le=10_000_000)] | None = None  # s since engine start
+    odo: Annotated[float, Strict(), Field(ge=0, le=10_000_000)] | None = None  # km
+    ign: StrictBool | None = None
     dtc: (
         Annotated[
             list[Annotated[str, Field(pattern=r"^[PCBU][0-9A-F]{4}$")]], Field(max_length=MAX_DTCS)
@@ -68,13 +69,13 @@ class Fix(_Wire):
 
     seq: Seq  # outbox sequence number, monotonic per device, never reused
     t: TimeMs  # fix time (GNSS time), UTC ms
-    lat: Annotated[float, Field(ge=-90, le=90)]
-    lon: Annotated[float, Field(ge=-180, le=180)]
-    spd: Annotated[float, Field(ge=0, le=1000)] | None = None  # km/h over ground
-    hdg: Annotated[float, Field(ge=0, le=360)] | None = None  # course over ground, deg
-    alt: Annotated[float, Field(ge=-1000, le=20_000)] | None = None  # m above MSL
-    hdop: Annotated[float, Field(ge=0, le=100)] | None = None
-    sat: Annotated[int, Field(ge=0, le=255)] | None = None  # satellites used
+    lat: Annotated[float, Strict(), Field(ge=-90, le=90)]
+    lon: Annotated[float, Strict(), Field(ge=-180, le=180)]
+    spd: Annotated[float, Strict(), Field(ge=0, le=1000)] | None = None  # km/h over ground
+    hdg: Annotated[float, Strict(), Field(ge=0, le=360)] | None = None  # course over ground, deg
+    alt: Annotated[float, Strict(), Field(ge=-1000, le=20_000)] | None = None  # m above MSL
+    hdop: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None
+    sat: Annotated[int, Strict(), Field(ge=0, le=255)] | None = None  # satellites used
     fix: Literal[2, 3] | None = None  # 2D / 3D
     eng: Engine | None = None
 
@@ -101,12 +102,23 @@ class Ack(_Wire):
     boot: BootId
     seqs: Annotated[list[SeqRange], Field(min_length=1, max_length=MAX_FIXES_PER_BATCH)]
 
+    @field_validator("seqs")
+    @classmethod
+    def _ranges_ordered(cls, v: list[SeqRange]) -> list[SeqRange]:
+        for lo, hi in v:
+            if lo > hi:
+                raise ValueError(f"range [{lo}, {hi}] has first > last")
+        return v
+
+
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_JSON_INT)]
+
 
 class OutboxHealth(_Wire):
-    depth: int = 0  # fixes waiting for a cloud ack
-    oldest_ms: int | None = None  # fix time of the oldest unacked fix
-    dropped: int = 0  # fixes dropped by the size cap since the outbox was created
-    bytes: int = 0
+    depth: Count = 0  # fixes waiting for a cloud ack
+    oldest_ms: TimeMs | None = None  # fix time of the oldest unacked fix
+    dropped: Count = 0  # fixes dropped by the size cap since the outbox was created
+    bytes: Count = 0
 
 
 class Status(_Wire):
@@ -118,10 +130,10 @@ class Status(_Wire):
     online: bool
     t: TimeMs | None = None  # device wall clock when sent
     boot: BootId | None = None
-    agent: str | None = None  # agent version
+    agent: Annotated[str, Field(max_length=64)] | None = None  # agent version
     outbox: OutboxHealth | None = None
     last_ack: TimeMs | None = None
-    reconnects: int | None = None
+    reconnects: Count | None = None
     health: dict[str, Any] | None = None
 
 

@@ -152,3 +152,28 @@ def test_migrations_rerun_is_a_no_op(cloud: CloudStack) -> None:
         text=True,
     )
     assert "nothing (up to date)" in out.stdout
+
+
+async def test_tokens_never_reach_the_log(cloud: CloudStack) -> None:
+    token = await asyncio.to_thread(cloud.token)
+    async with websockets.connect(_ws_url(cloud, token), origin=cloud.base_url) as ws:  # type: ignore[arg-type]
+        await ws.send(orjson.dumps({"type": "subscribe", "all": True}).decode())
+        await _next_of(ws, "snapshot")
+    assert cloud.proc is not None
+    log = cloud.proc.log()
+    assert "token=<redacted>" in log and token not in log
+
+
+def test_a_users_email_cannot_move_to_another_tenant(cloud: CloudStack) -> None:
+    import subprocess
+
+    from tests.harness import tool
+
+    out = subprocess.run(
+        [tool("fleet-cloud"), "add-user", cloud.email, "--password", "x", "--tenant", "other",
+         "--dsn", cloud.dsn],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "already belongs to another tenant" in out.stderr
+    cloud.token()  # the existing login still works

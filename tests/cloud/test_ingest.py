@@ -146,3 +146,17 @@ def test_status_and_last_will_update_device_status(cloud: CloudStack, acks: AckL
     wait_until(lambda: online() is True, 10, "online status")
     mqtt_publish(cloud.broker, topic, b'{"v":1,"online":false}')
     wait_until(lambda: online() is False, 10, "offline status (the Last Will payload)")
+
+
+def test_wholly_rejected_batch_is_acked_when_it_names_its_fixes(
+    cloud: CloudStack, acks: AckListener
+) -> None:
+    """A batch the cloud can never store as sent must not be resent forever."""
+    dev = acks.device_id  # type: ignore[attr-defined]
+    doc = {"v": 2, "boot": 4, "fixes": [{"seq": 1, "t": T0}, {"seq": 2, "t": T0}]}
+    raw = orjson.dumps(doc)
+    mqtt_publish(cloud.broker, up_topic(dev, Up.TELEMETRY), raw)
+    wait_until(lambda: acks.acked(4) == {1, 2}, 10, "ack of the dead-lettered batch")
+    (dl,) = dead_letters(cloud, dev)
+    assert dl["reason"] == "unsupported_version" and dl["payload"] == raw  # kept whole for replay
+    assert cloud.stored_seqs(dev) == []

@@ -28,7 +28,9 @@ def two_nodes(
         "FLEET_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}",
         "FLEET_JWT_SECRET": uuid.uuid4().hex * 2,
     }
-    a = CloudStack(broker, database, tmp_path, extra_env=shared, tenant="multi").start()
+    a = CloudStack(
+        broker, database, tmp_path, extra_env=shared, tenant="multi", email="multi@test.local"
+    ).start()
     b = CloudStack(
         broker, database, tmp_path, extra_env=shared, tenant="multi",
         email=a.email, password=a.password, serve_args=["--no-ingest"],

@@ -161,3 +161,19 @@ def test_any_json_gives_a_result_or_a_wire_error(doc: object) -> None:
             pass
         except orjson.JSONEncodeError:
             pass
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"seq": True}, {"seq": "1"}, {"lat": "52.5"}, {"t": 1.763e12}, {"eng": {"ign": 1}}],
+)
+def test_scalars_are_strict(bad: dict[str, object]) -> None:
+    doc = {"v": 1, "boot": 1, "fixes": [{"seq": 1, "t": T0, "lat": 52.5, "lon": 13.4, **bad}]}
+    _, good, rejected = decode_telemetry(orjson.dumps(doc))
+    assert good == [] and len(rejected) == 1
+
+
+def test_ack_ranges_must_be_ordered() -> None:
+    with pytest.raises(WireError) as e:
+        decode_model(b'{"v":1,"boot":1,"seqs":[[5,1]]}', Ack)
+    assert e.value.reason == "schema" and "first > last" in e.value.detail

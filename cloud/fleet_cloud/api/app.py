@@ -55,6 +55,7 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
             else None
         )
         if relay is not None:
+            await relay.start()
             live.merge(await relay.load_all())
         app.state.pool = pool
         app.state.live = live
@@ -75,14 +76,14 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            for w in workers:  # what was received is written and acked while connected
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(w.drain(), timeout=5)
             for t in tasks:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-            for w in workers:  # what was received but not written is written (and acked)
-                with contextlib.suppress(Exception):
-                    await w.flush()
             await pool.close()
             if relay is not None:
                 await relay.close()

@@ -32,12 +32,14 @@ from fleet_cloud.store import DeadLetter, PositionColumns, StatusRow, write_batc
 from fleet_wire import (
     CT_JSON,
     INGEST_SUBSCRIPTION,
+    MAX_PAYLOAD_BYTES,
     Ack,
     Down,
     Status,
     TopicError,
     Up,
     WireError,
+    decode_json,
     decode_model,
     decode_telemetry,
     down_topic,
@@ -48,7 +50,9 @@ from fleet_wire import (
 
 log = logging.getLogger(__name__)
 
-DEAD_PAYLOAD_KEEP = 64 * 1024  # bytes of a bad payload kept for diagnosis
+# A dead letter keeps the whole payload (at most the wire limit), so a batch
+# that was acked because it can never be stored as sent can still be replayed.
+DEAD_PAYLOAD_KEEP = MAX_PAYLOAD_BYTES
 ACK_MAX_RANGES = 1000  # fleet_wire.Ack limit per message
 
 
@@ -158,7 +162,14 @@ class IngestWorker:
         try:
             boot, fixes, rejected = decode_telemetry(raw, ct)
         except WireError as e:
-            return self._dead(topic, e.reason, e.detail, raw, dev.device_id)
+            self._dead(topic, e.reason, e.detail, raw, dev.device_id)
+            # Ack what the batch names, if it names anything: the device would
+            # otherwise resend a message that can never be stored as sent. It
+            # stays whole in the dead-letter table for a replay after a fix.
+            ids = _salvage_ids(raw, ct)
+            if ids is not None:
+                self._cur.acks[(dev.device_id, ids[0])].extend(ids[1])
+            return
         batch = self._cur
         seqs = batch.acks[(dev.device_id, boot)]
         for fix in fixes:
@@ -205,6 +216,11 @@ class IngestWorker:
             self._room.set()
 
     # -- flushing -----------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop taking messages and write (and ack) what was taken, before disconnecting."""
+        self._room.clear()
+        await self.flush()
 
     async def _flush_loop(self) -> None:
         period = self.s.ingest_flush_ms / 1000
@@ -261,6 +277,25 @@ class IngestWorker:
                 except aiomqtt.MqttError as e:
                     log.warning("ack to %s not sent (%s); the device will resend", device_id, e)
                     return
+
+
+def _salvage_ids(raw: bytes, ct: str | None) -> tuple[int, list[int]] | None:
+    """(boot, seqs) of a rejected telemetry batch whose envelope still names them."""
+    try:
+        doc = decode_json(raw, ct)
+    except WireError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    boot, fixes = doc.get("boot"), doc.get("fixes")
+    if not (_wire_int(boot, 0) and isinstance(fixes, list)):
+        return None
+    seqs = [f["seq"] for f in fixes if isinstance(f, dict) and _wire_int(f.get("seq"), 1)]
+    return (boot, seqs) if seqs else None  # type: ignore[return-value]
+
+
+def _wire_int(v: object, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v < 2**53
 
 
 def _content_type(msg: aiomqtt.Message) -> str | None:
