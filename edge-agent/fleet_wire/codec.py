@@ -74,6 +74,8 @@ def _inflate(payload: bytes) -> bytes:
         raise WireError("too_large", f"inflates past {MAX_DECODED_BYTES} bytes")
     if not d.eof:
         raise WireError("bad_compression", "truncated zlib stream")
+    if d.unused_data:
+        raise WireError("bad_compression", "bytes after the end of the zlib stream")
     return out
 
 
@@ -97,7 +99,7 @@ def _check_version(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise WireError("schema", "payload is not a JSON object")
     v = doc.get("v")
-    if v != SCHEMA_VERSION:
+    if type(v) is not int or v != SCHEMA_VERSION:  # true == 1 and 1.0 == 1 in Python
         raise WireError("unsupported_version", f"v={v!r}"[:100])
     return doc
 

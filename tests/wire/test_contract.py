@@ -177,3 +177,18 @@ def test_ack_ranges_must_be_ordered() -> None:
     with pytest.raises(WireError) as e:
         decode_model(b'{"v":1,"boot":1,"seqs":[[5,1]]}', Ack)
     assert e.value.reason == "schema" and "first > last" in e.value.detail
+
+
+@pytest.mark.parametrize("v", [b"true", b"1.0", b'"1"'])
+def test_version_must_be_the_integer_1(v: bytes) -> None:
+    doc = b'{"v":%b,"boot":1,"fixes":[{"seq":1,"t":1763700000000,"lat":1,"lon":1}]}' % v
+    with pytest.raises(WireError) as e:
+        decode_telemetry(doc)
+    assert e.value.reason == "unsupported_version"
+
+
+def test_bytes_after_the_zlib_stream_are_refused() -> None:
+    body = telemetry_body(1, [encode_json(fix(1))])
+    with pytest.raises(WireError) as e:
+        decode_telemetry(zlib.compress(body) + b"extra", CT_JSON_ZLIB)
+    assert e.value.reason == "bad_compression"
