@@ -68,7 +68,7 @@ device_id = "agent-$i"
 host = "127.0.0.1"
 port = $MQTT_PORT
 [gps]
-serial_port = "$run/gps-$i"
+port = "$run/gps-$i"
 [outbox]
 path = "$run/outbox-agent-$i.sqlite"
 TOML

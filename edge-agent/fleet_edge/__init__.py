@@ -1,0 +1,3 @@
+"""In-vehicle edge agent of the fleet telemetry platform."""
+
+__version__ = "0.1.0"

@@ -19,6 +19,7 @@ from fleet_wire.codec import (
     telemetry_body,
 )
 from fleet_wire.models import (
+    MAX_FIXES_PER_BATCH,
     SCHEMA_VERSION,
     Ack,
     Engine,
@@ -44,6 +45,7 @@ __all__ = [
     "CT_JSON",
     "CT_JSON_ZLIB",
     "INGEST_SUBSCRIPTION",
+    "MAX_FIXES_PER_BATCH",
     "MAX_PAYLOAD_BYTES",
     "SCHEMA_VERSION",
     "Ack",

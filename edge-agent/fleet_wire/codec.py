@@ -43,7 +43,9 @@ def encode_json(obj: Any) -> bytes:
     """Compact JSON of a model (None fields left out) or of plain data."""
     if isinstance(obj, BaseModel):
         obj = obj.model_dump(mode="json", exclude_none=True)
-    return orjson.dumps(obj)
+    # orjson's result keeps a 4 KiB allocation whatever its length; callers
+    # hold many small encodings (queues, unacked fixes), so keep an exact copy.
+    return bytes(memoryview(orjson.dumps(obj)))
 
 
 def maybe_compress(body: bytes) -> tuple[bytes, str]:

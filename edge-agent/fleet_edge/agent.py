@@ -1,0 +1,134 @@
+"""Wire the agent's long-lived tasks together and stop them in the right order.
+
+gps source -> (queue) -> sampler -> outbox writer -> [SQLite] -> publisher
+                                                          health reporter
+
+On SIGTERM/SIGINT: the GPS stops first, the readings already queued are
+sampled, the writer commits everything it holds, the publisher sends the
+offline status and disconnects. All within STOP_BUDGET_S (systemd's
+TimeoutStopSec must stay above it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+
+from fleet_edge.config import AgentConfig
+from fleet_edge.gps.fix import GpsFix, GpsReading
+from fleet_edge.gps.serial_source import GpsSerialSource
+from fleet_edge.health import HealthReporter
+from fleet_edge.outbox import Outbox
+from fleet_edge.outbox_writer import OutboxWriter
+from fleet_edge.publisher import Publisher
+from fleet_edge.sampler import Sampler
+from fleet_wire.models import MAX_JSON_INT
+
+log = logging.getLogger(__name__)
+
+STOP_BUDGET_S = 4.5
+# Readings between the GPS and the sampler; the sampler keeps up easily, this
+# only absorbs a burst (a receiver replaying its buffer after a reopen).
+READINGS_QUEUE_MAX = 256
+
+
+def new_boot_id() -> int:
+    """Random id of this run: (boot, seq) stays unique even if the outbox file is lost."""
+    return secrets.randbelow(MAX_JSON_INT + 1)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, outbox: Outbox, boot: int) -> None:
+        self.cfg = cfg
+        self.boot = boot
+        self.outbox = outbox
+        self.readings: asyncio.Queue[GpsReading] = asyncio.Queue(READINGS_QUEUE_MAX)
+        self.gps = GpsSerialSource(cfg.gps, self.readings)
+        self.sampler = Sampler(cfg.sampler)
+        # The publisher asks the health reporter for a status on each connect;
+        # the health reporter reads the publisher's counters: hence the lambda.
+        self.publisher = Publisher(cfg, outbox, status_provider=lambda: self.health.build_status())
+        self.writer = OutboxWriter(
+            outbox,
+            boot,
+            cfg.outbox.commit_interval_s,
+            cfg.outbox.commit_max_rows,
+            on_commit=self.publisher.notify_committed,
+        )
+        self.health = HealthReporter(
+            boot,
+            cfg.publisher.status_interval_s,
+            outbox,
+            self.gps,
+            self.sampler,
+            self.writer,
+            self.publisher,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info(
+            "agent %s starting: boot=%d gps=%s broker=%s:%d outbox=%s",
+            self.cfg.device_id,
+            self.boot,
+            self.cfg.gps.port,
+            self.cfg.broker.host,
+            self.cfg.broker.port,
+            self.cfg.outbox.path,
+        )
+        async with asyncio.TaskGroup() as tg:
+            gps = tg.create_task(self.gps.run(), name="gps-source")
+            sampler = tg.create_task(self._sample(), name="sampler")
+            writer = tg.create_task(self.writer.run(), name="outbox-writer")
+            publisher = tg.create_task(self.publisher.run(), name="publisher")
+            health = tg.create_task(self.health.run(self.publisher.publish_status), name="health")
+            await stop.wait()
+            log.info("stopping")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STOP_BUDGET_S
+            gps.cancel()
+            health.cancel()
+            await asyncio.wait({gps})
+            self._drain_readings()
+            sampler.cancel()
+            self.writer.stop()
+            self.publisher.stop()
+            await asyncio.wait({writer, publisher}, timeout=max(0.1, deadline - loop.time()))
+            for t in (writer, publisher):
+                if not t.done():
+                    log.warning("%s did not stop in time; cancelled", t.get_name())
+                    t.cancel()
+        log.info("stopped (outbox: %d fixes committed this run)", self.writer.stats.committed)
+
+    async def _sample(self) -> None:
+        while True:
+            self._take(await self.readings.get())
+
+    def _take(self, reading: GpsReading) -> None:
+        if isinstance(reading, GpsFix) and self.sampler.accept(reading):
+            self.writer.submit(reading)
+
+    def _drain_readings(self) -> None:
+        while not self.readings.empty():
+            self._take(self.readings.get_nowait())
+
+
+async def run_agent(
+    cfg: AgentConfig, stop: asyncio.Event | None = None, *, handle_signals: bool = True
+) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when ``handle_signals``)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        outbox = await Outbox.open(cfg.outbox.path, cfg.outbox.max_rows, cfg.outbox.max_bytes)
+        try:
+            await Agent(cfg, outbox, new_boot_id()).run(stop)
+        finally:
+            await outbox.close()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,129 @@
+"""``fleet-agent``: run the agent, or inspect its outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fleet_edge.config import ConfigError, load_config, parse_host_port
+from fleet_edge.outbox import OutboxError, OutboxStats, read_stats
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="In-vehicle agent of the fleet telemetry platform.",
+)
+log = logging.getLogger("fleet_edge")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"fleet-agent: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
+    device_id: Annotated[str | None, typer.Option(help="Override device_id.")] = None,
+    broker: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Override broker host and port.")
+    ] = None,
+    gps_serial: Annotated[
+        Path | None, typer.Option(help="Override the GPS serial port (gps.port).")
+    ] = None,
+    outbox: Annotated[Path | None, typer.Option(help="Override the outbox file.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the agent until SIGTERM/SIGINT. A missing GPS port or broker is waited for."""
+    from fleet_edge.agent import run_agent
+    from fleet_edge.logs import setup_logging
+
+    overrides: dict[str, Any] = {
+        "device_id": device_id,
+        "gps.port": gps_serial,
+        "outbox.path": outbox,
+    }
+    try:
+        if broker is not None:
+            overrides["broker.host"], overrides["broker.port"] = parse_host_port(broker)
+        cfg = load_config(config, overrides)
+    except ConfigError as e:
+        raise _fail(str(e)) from None
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise _fail(f"--log-level {log_level!r}: expected debug, info, warning or error")
+    setup_logging(log_level)
+    try:
+        asyncio.run(run_agent(cfg))
+    except OutboxError as e:
+        raise _fail(str(e)) from None
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024**2:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172_800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def format_stats(path: Path, st: OutboxStats) -> str:
+    if st.oldest_ms is None:
+        oldest = "-"
+    else:
+        when = datetime.fromtimestamp(st.oldest_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        oldest = f"{when} ({_age(max(0.0, time.time() - st.oldest_ms / 1000))} ago)"
+    rows = [
+        ("outbox", str(path)),
+        ("depth", f"{st.depth} fixes ({_size(st.bytes)})"),
+        ("oldest", oldest),
+        ("dropped", str(st.dropped)),
+        ("last seq", str(st.last_seq)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+@app.command()
+def status(
+    outbox: Annotated[Path | None, typer.Option(help="Outbox file to inspect.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Take the outbox path from this config.")
+    ] = None,
+) -> None:
+    """Show the outbox (read-only, safe while the agent runs)."""
+    try:
+        if outbox is None:
+            if config is None:
+                raise _fail("give --outbox PATH or --config FILE")
+            doc = load_config(config)
+            outbox = doc.outbox.path
+        st = read_stats(outbox)
+    except (ConfigError, OutboxError) as e:
+        raise _fail(str(e)) from None
+    typer.echo(format_stats(outbox, st))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,179 @@
+"""The agent's configuration: one TOML file, overridable from the command line.
+
+Every tunable lives here (not as a constant in the module that uses it) so that
+remote config pushed on ``down/config`` can later change it through the same
+validation. Unknown keys are refused: a typo in a config file must be an error,
+not a silently ignored setting.
+
+A minimal file (every other key has a default, listed below)::
+
+    device_id = "truck-042"
+
+    [broker]
+    host = "mqtt.example.net"
+    password = "..."
+
+    [gps]
+    port = "/dev/serial/by-id/usb-u-blox_GNSS_receiver-if00"
+    baud = 9600
+
+    [outbox]
+    path = "/var/lib/fleet-agent/outbox.db"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fleet_wire import is_valid_device_id
+from fleet_wire.models import MAX_FIXES_PER_BATCH
+from fleet_wire.topics import DEVICE_ID_PATTERN
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_FIXES_PER_BATCH)]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one line for the operator."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Section):
+    # The MQTT client id and username are always the device_id (wire contract),
+    # so they are not settable here.
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    password: str | None = None
+    # Mosquitto refuses keepalives above its max_keepalive (300 s).
+    keepalive_s: Annotated[int, Field(ge=5, le=300)] = 60
+    # How long the broker keeps our session (subscription + queued acks) while
+    # we are offline; acks published meanwhile are delivered on reconnect.
+    session_expiry_s: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7 * 24 * 3600
+    reconnect_min_s: PositiveFloat = 1.0
+    reconnect_max_s: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Self:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
+class GpsConfig(_Section):
+    port: Path = Path("/dev/ttyACM0")
+    baud: PositiveInt = 9600
+    reopen_max_s: PositiveFloat = 30.0
+    # A receiver talks every second even without a fix; this long a silence
+    # means the link is dead even if the port still looks open.
+    silence_timeout_s: PositiveFloat = 10.0
+
+
+class OutboxConfig(_Section):
+    path: Path = Path("/var/lib/fleet-agent/outbox.db")
+    max_rows: PositiveInt = 500_000
+    # Counted on stored fix bodies; the file itself is larger (b-tree pages).
+    max_bytes: PositiveInt = 64 * 1024 * 1024
+    commit_interval_s: PositiveFloat = 1.0
+    commit_max_rows: PositiveInt = 100
+
+
+class SamplerConfig(_Section):
+    min_interval_s: Annotated[float, Field(ge=0)] = 1.0
+    max_interval_s: PositiveFloat = 60.0  # heartbeat while parked
+    min_distance_m: Annotated[float, Field(ge=0)] = 50.0
+    heading_change_deg: Annotated[float, Field(gt=0, le=180)] = 20.0
+    # Below this speed course over ground is receiver noise, not a turn.
+    heading_min_speed_kmh: Annotated[float, Field(ge=0)] = 5.0
+
+    @model_validator(mode="after")
+    def _interval_order(self) -> Self:
+        if self.max_interval_s < self.min_interval_s:
+            raise ValueError("max_interval_s must be >= min_interval_s")
+        return self
+
+
+class PublisherConfig(_Section):
+    live_batch_max: BatchSize = 50
+    backlog_batch: BatchSize = 200
+    drain_rate: PositiveFloat = 100.0  # backlog (and re-sent) fixes per second
+    ack_timeout_s: PositiveFloat = 30.0
+    max_inflight_batches: Annotated[int, Field(ge=1, le=100)] = 8
+    status_interval_s: PositiveFloat = 60.0
+
+
+class AgentConfig(_Section):
+    device_id: str
+    broker: BrokerConfig = BrokerConfig()
+    gps: GpsConfig = GpsConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    publisher: PublisherConfig = PublisherConfig()
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, v: str) -> str:
+        if not is_valid_device_id(v):
+            raise ValueError(f"must match {DEVICE_ID_PATTERN}")
+        return v
+
+
+def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, key = dotted.split(".")
+    node = doc
+    for name in sections:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: {name} must be a table")
+        node = child
+    node[key] = value
+
+
+def _one_line(e: ValidationError) -> str:
+    errs = e.errors(include_url=False)
+    first = errs[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Read the TOML file (if any), apply dotted-key overrides, validate.
+
+    Raises ConfigError with a one-line message on any problem.
+    """
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config error: {path}: no such file") from None
+        except OSError as e:
+            raise ConfigError(f"config error: {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config error: {path}: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(doc, dotted, value)
+    try:
+        return AgentConfig.model_validate(doc)
+    except ValidationError as e:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"config error: {where}{_one_line(e)}") from None
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[v6addr]:PORT``) -> (host, port); raises ConfigError."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"config error: --broker {value!r}: expected HOST:PORT")
+    return host, int(port)
