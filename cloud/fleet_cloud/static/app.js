@@ -9,7 +9,7 @@ const TRAIL_MINUTES = 30;                // history drawn behind the selected ve
 const LIST_REFRESH_MS = 60 * 1000;       // re-read names / new registrations
 const MAX_BACKOFF_MS = 30 * 1000;
 const LABELS_MIN_ZOOM = 10;              // permanent name labels only when zoomed in enough
-const LABELS_MAX_VEHICLES = 60;          // ...and the fleet on screen is small enough
+const LABELS_MAX_VEHICLES = 15;          // ...and few enough vehicles in view not to overlap
 
 const $ = (id) => document.getElementById(id);
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
@@ -173,14 +173,18 @@ function initMap() {
   }
   trailLine = L.polyline([], { color: '#0f766e', weight: 3, opacity: 0.7, interactive: false }).addTo(map);
   markerLayer = L.layerGroup().addTo(map);
-  map.on('zoomend', updateLabelVisibility);
+  map.on('zoomend moveend', updateLabelVisibility);
   updateLabelVisibility();
 }
 
 function updateLabelVisibility() {
   if (!map) return;
-  const positioned = [...vehicles.values()].filter((v) => v.marker).length;
-  const show = map.getZoom() >= LABELS_MIN_ZOOM && positioned <= LABELS_MAX_VEHICLES;
+  // Count what is in view, not the whole fleet: zoomed in on a few vehicles
+  // of a big fleet, their names are useful; a crowd of labels is not (the
+  // marker's title still names each vehicle on hover).
+  const bounds = map.getBounds();
+  const inView = [...vehicles.values()].filter((v) => v.marker && bounds.contains(v.marker.getLatLng())).length;
+  const show = map.getZoom() >= LABELS_MIN_ZOOM && inView <= LABELS_MAX_VEHICLES;
   map.getContainer().classList.toggle('hide-labels', !show);
 }
 
