@@ -94,6 +94,15 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(5)
 
+    def pause(self) -> None:
+        """SIGSTOP: frozen, but its files and ptys stay open (nothing in flight is lost)."""
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 10) -> int | None:
         """SIGTERM, then SIGKILL after timeout; returns the exit code."""
         if self.popen is None:
@@ -101,6 +110,7 @@ class Proc:
         if self.popen.poll() is None:
             try:
                 os.killpg(self.popen.pid, signal.SIGTERM)
+                os.killpg(self.popen.pid, signal.SIGCONT)  # a paused process must see it
             except ProcessLookupError:
                 pass
             try:

@@ -273,3 +273,27 @@ def test_valid_stream_survives_interleaved_noise(noise: bytes, cuts: list[int]) 
             break
     fixes = [r for r in out if isinstance(r, GpsFix)]
     assert any(f.t == T0_MS + 1000 for f in fixes)
+
+
+def test_burst_types_are_learned_from_recent_bursts_not_the_last_one() -> None:
+    """A receiver that adds VTG/GSA to some bursts only: no burst waits for the next."""
+    d = NmeaDecoder()
+    times = [T0.replace(second=s) for s in range(20, 30)]
+    emitted_within_own_burst = []
+    for i, t in enumerate(times):
+        extra = [vtg(90.0, 36.0), gsa()] if i % 2 == 0 else []
+        out = feed(d, rmc(t, 1.5, 2.5), gga(t, 1.5, 2.5), *extra)
+        emitted_within_own_burst.append(
+            any(isinstance(o, GpsFix) and o.t == int(t.timestamp() * 1000) for o in out)
+        )
+    # after a few bursts the common set (RMC, GGA) is known: each burst completes itself
+    assert all(emitted_within_own_burst[4:])
+
+
+def test_quiet_line_flushes_the_pending_burst_once() -> None:
+    d = NmeaDecoder()
+    assert feed(d, rmc(T0, 1.5, 2.5)) == [] and d.pending  # first burst: waits for GGA
+    (fix,) = d.flush_pending()
+    assert isinstance(fix, GpsFix) and fix.t == T0_MS and not d.pending
+    assert feed(d, gga(T0, 1.5, 2.5)) == []  # a late sentence of the same time: no second fix
+    assert d.flush_pending() == []

@@ -32,6 +32,15 @@ class NmeaDecoder:
                 out += self._epochs.add(sentence)
         return out
 
+    @property
+    def pending(self) -> bool:
+        """An epoch has begun and is waiting for more sentences."""
+        return self._epochs.pending
+
+    def flush_pending(self) -> list[GpsReading]:
+        """The receiver went quiet: emit the pending epoch with what it has."""
+        return self._epochs.flush_pending()
+
     def reset(self) -> list[GpsReading]:
         """The stream was cut: drop the partial line, emit the pending epoch."""
         self._lines.reset()

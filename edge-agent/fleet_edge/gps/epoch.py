@@ -4,9 +4,11 @@ A receiver reports each navigation solution as a burst of sentences: RMC and
 GGA carry the UTC time of the solution, VTG and GSA carry none and belong to
 the burst they arrive in. Which sentences a burst holds depends on the
 receiver, so the assembler learns it: a burst is complete once it holds every
-type the previous full burst held (and at least an RMC, the only sentence with
-a date). Until a first burst is known, or when a burst comes up short, it is
-emitted when the next one starts.
+type that each of the last few bursts held (and at least an RMC, the only
+sentence with a date). Taking what every recent burst had, not just the last
+one, matters because receivers add sentences to some bursts only (GSV or ZDA
+once a second at 5 Hz). A burst that never completes is emitted when the next
+one starts, or by ``flush_pending`` when the line goes quiet.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fleet_edge.gps.fix import GpsFix, GpsReading, NoFix
 from fleet_edge.gps.nmea_parser import Gga, Gsa, Rmc, Sentence, Vtg
 
 _MS_PER_DAY = 86_400_000
+_LEARN_FROM = 4  # bursts whose common sentence types make a burst complete
 _UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
@@ -44,6 +47,7 @@ class EpochAssembler:
     def __init__(self) -> None:
         self._burst: _Burst | None = None
         self._expected: frozenset[str] = frozenset({"RMC", "GGA"})
+        self._recent: list[frozenset[str]] = []
         self.without_rmc = 0  # bursts lost because their RMC was missing or corrupt
 
     def add(self, s: Sentence) -> list[GpsReading]:
@@ -77,12 +81,30 @@ class EpochAssembler:
         """Emit what is pending (the port closed); what is missing stays missing."""
         return self._close(learn=False)
 
+    @property
+    def pending(self) -> bool:
+        """A burst has started but not been emitted yet."""
+        return self._burst is not None and not self._burst.emitted
+
+    def flush_pending(self) -> list[GpsReading]:
+        """The line went quiet after a burst: emit it now rather than at the next one.
+
+        The burst stays open, so a late sentence of the same time is not
+        emitted twice, and its types are still learned when the next one starts.
+        """
+        burst = self._burst
+        if burst is None or burst.emitted:
+            return []
+        burst.emitted = True
+        return self._reading(burst)
+
     def _close(self, *, learn: bool) -> list[GpsReading]:
         burst, self._burst = self._burst, None
         if burst is None:
             return []
         if learn:
-            self._expected = frozenset(burst.seen)
+            self._recent = [*self._recent[-(_LEARN_FROM - 1) :], frozenset(burst.seen)]
+            self._expected = frozenset.intersection(*self._recent)
         return [] if burst.emitted else self._reading(burst)
 
     def _reading(self, b: _Burst) -> list[GpsReading]:

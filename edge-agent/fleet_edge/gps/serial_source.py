@@ -25,6 +25,10 @@ from fleet_edge.pacing import Backoff
 
 log = logging.getLogger(__name__)
 
+# A receiver writes an epoch's sentences back to back; this much silence
+# after one means the burst is complete.
+BURST_IDLE_S = 0.25
+
 READ_CHUNK = 4096
 FIRST_RETRY_S = 0.5
 QUIET_WARN_EVERY_S = 600.0
@@ -154,7 +158,17 @@ class GpsSerialSource:
                 silent_for = loop.time() - last_rx
                 if silent_for >= self._cfg.silence_timeout_s:
                     return f"silent for {silent_for:.0f} s"
-                await asyncio.wait({lost}, timeout=self._cfg.silence_timeout_s - silent_for)
+                if self._decoder.pending and silent_for >= BURST_IDLE_S:
+                    # The burst is over: emit it now. Waiting for the next one
+                    # adds an epoch of latency and strands the last fix of a
+                    # receiver that stops talking.
+                    self._publish(self._decoder.flush_pending())
+                # Wake at least every BURST_IDLE_S (data arrives in a callback
+                # that does not wake this loop): 4 cheap wake-ups a second.
+                wait = min(self._cfg.silence_timeout_s - silent_for, BURST_IDLE_S)
+                if self._decoder.pending:
+                    wait = min(wait, max(BURST_IDLE_S - silent_for, 0.01))
+                await asyncio.wait({lost}, timeout=wait)
                 if lost.done():
                     return lost.result()
         finally:
