@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     # worker resumes its persistent session instead of leaving one behind.
     ingest_client_prefix: str = "fleet-ingest"
     ingest_workers: int = 1
+    # Mosquitto keeps handing a share of the shared subscription to an ingest
+    # session that is offline but not expired, and queues it there. Long enough
+    # to resume across a restart; short, so a worker that never comes back does
+    # not hold traffic for long (devices resend whatever is not acked).
+    ingest_session_expiry_s: int = 120
     ingest_batch_max: int = 2000  # fixes per database transaction
     ingest_flush_ms: int = 250  # a fix waits at most this long for its batch
     # Bound on fixes held while the database is slow or down; past it, ingest

@@ -63,3 +63,28 @@ async def test_api_node_without_ingest_pushes_updates_ingested_elsewhere(
                     if v.get("lat") is not None:
                         seen[v["vehicle_id"]] = v["lat"]
         assert [seen[v] for v in ids] == pytest.approx([52.0, 52.01, 52.02, 52.03, 52.04])
+
+
+def test_a_stopped_ingest_worker_keeps_no_share_of_the_traffic(
+    database: str, tmp_path: Path
+) -> None:
+    """Mosquitto queues a share of a shared subscription for offline persistent
+    sessions; a worker that stops cleanly must end its session, or half of the
+    devices' messages would wait in a queue nobody reads."""
+    broker = Broker(tmp_path / "mosquitto").start()
+    try:
+        old = CloudStack(broker, database, tmp_path, tenant="share", email="share@test.local")
+        old.start()
+        old.stop()
+        new = CloudStack(
+            broker, database, tmp_path, tenant="share", email="share@test.local",
+            password=old.password,
+        ).start()  # fmt: skip
+        try:
+            for i in range(6):  # each publish once, no resend: all must land on the live worker
+                new.register_vehicle(f"Share {i}", f"share-{i}")
+                new.publish_fixes(f"share-{i}", [{"seq": 1, "t": T0 + i, "lat": 52.0, "lon": 13.0}])
+        finally:
+            new.stop()
+    finally:
+        broker.stop()

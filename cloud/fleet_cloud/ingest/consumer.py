@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import aiomqtt
 import asyncpg
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from fleet_cloud.ingest.mqtt_source import MqttSource
 from fleet_cloud.live import LiveState
 from fleet_cloud.registry import DeviceInfo, DeviceRegistry
 from fleet_cloud.settings import Settings
@@ -88,48 +85,34 @@ class IngestWorker:
         self._flush_now = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._client: aiomqtt.Client | None = None
-        self.connected = False
+        self.source = MqttSource(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            self.client_id,
+            INGEST_SUBSCRIPTION,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password,
+            session_expiry_s=settings.ingest_session_expiry_s,
+        )
 
-    # -- connection ---------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.source.connected
+
+    # -- intake -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Consume until cancelled, reconnecting with jittered backoff."""
+        """Consume until cancelled; the source reconnects by itself."""
         flusher = asyncio.create_task(self._flush_loop(), name=f"{self.client_id}-flush")
-        delay = 0.5
+        self.source.start()
         try:
-            while True:
-                try:
-                    await self._consume()
-                except aiomqtt.MqttError as e:
-                    self.connected = False
-                    log.warning("%s: broker connection lost (%s); retrying", self.client_id, e)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 10.0)
+            async for items in self.source.batches():
+                for item in items:
+                    await self._room.wait()  # backpressure while the database lags
+                    await self.handle(item.topic, item.payload, item.content_type)
         finally:
             flusher.cancel()
-
-    async def _consume(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600  # keep queued device traffic across a restart
-        async with aiomqtt.Client(
-            self.s.mqtt_host,
-            self.s.mqtt_port,
-            username=self.s.mqtt_username,
-            password=self.s.mqtt_password,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
-            max_queued_incoming_messages=10_000,
-        ) as client:
-            self._client = client
-            self.connected = True
-            await client.subscribe(INGEST_SUBSCRIPTION, qos=1)
-            log.info("%s: subscribed to %s", self.client_id, INGEST_SUBSCRIPTION)
-            async for msg in client.messages:
-                await self._room.wait()  # backpressure while the database lags
-                await self.handle(str(msg.topic), msg.payload, _content_type(msg))
+            self.source.stop()
 
     # -- one message --------------------------------------------------------
 
@@ -141,7 +124,7 @@ class IngestWorker:
             where = parse_up_topic(topic)
         except TopicError as e:
             return self._dead(topic, "bad_topic", str(e), raw, None)
-        device = await self.registry.get(where.device_id)
+        device = await self._device(where.device_id)
         if device is None:
             return self._dead(topic, "unknown_device", "", raw, where.device_id)
         if not device.enabled:
@@ -155,6 +138,22 @@ class IngestWorker:
             self._dead(topic, "unsupported_kind", where.kind.value, raw, device.device_id)
         if self._cur.size() >= self.s.ingest_batch_max:
             self._flush_now.set()
+
+    async def _device(self, device_id: str) -> DeviceInfo | None:
+        """The registry's answer, waiting out a database outage (a cache miss needs a query).
+
+        Raising here would end run() and with it this worker for good; waiting
+        keeps the message, acks nothing meanwhile, and resumes by itself.
+        """
+        delay = 0.5
+        while True:
+            try:
+                return await self.registry.get(device_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                self.counters["registry_errors"] += 1
+                log.warning("device lookup failed (%s); retry in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _telemetry(
         self, topic: str, raw: bytes, ct: str | None, dev: DeviceInfo, now: datetime
@@ -220,6 +219,7 @@ class IngestWorker:
     async def drain(self) -> None:
         """Stop taking messages and write (and ack) what was taken, before disconnecting."""
         self._room.clear()
+        self.source.pause()
         await self.flush()
 
     async def _flush_loop(self) -> None:
@@ -258,25 +258,20 @@ class IngestWorker:
         await self._send_acks(batch.acks)
 
     async def _send_acks(self, acks: dict[tuple[str, int], list[int]]) -> None:
-        client = self._client
-        if client is None:
-            return  # the device resends; the retransmission is stored once and acked then
-        props = Properties(PacketTypes.PUBLISH)
-        props.ContentType = CT_JSON
         for (device_id, boot), seqs in acks.items():
             if not seqs:
                 continue
             ranges = seq_ranges(seqs)
             for i in range(0, len(ranges), ACK_MAX_RANGES):
                 ack = Ack(boot=boot, seqs=ranges[i : i + ACK_MAX_RANGES])
-                try:
-                    await client.publish(
-                        down_topic(device_id, Down.ACK), encode_json(ack), qos=1, properties=props
-                    )
-                    self.counters["acks"] += 1
-                except aiomqtt.MqttError as e:
-                    log.warning("ack to %s not sent (%s); the device will resend", device_id, e)
+                if not self.source.publish(
+                    down_topic(device_id, Down.ACK), encode_json(ack), CT_JSON
+                ):
+                    # Not connected: the device resends; the retransmission is
+                    # stored once and acked then.
+                    self.counters["acks_not_sent"] += 1
                     return
+                self.counters["acks"] += 1
 
 
 def _salvage_ids(raw: bytes, ct: str | None) -> tuple[int, list[int]] | None:
@@ -296,9 +291,3 @@ def _salvage_ids(raw: bytes, ct: str | None) -> tuple[int, list[int]] | None:
 
 def _wire_int(v: object, lo: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v < 2**53
-
-
-def _content_type(msg: aiomqtt.Message) -> str | None:
-    props = msg.properties
-    ct = getattr(props, "ContentType", None) if props is not None else None
-    return ct if isinstance(ct, str) else None

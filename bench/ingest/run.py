@@ -1,0 +1,309 @@
+"""Ingest benchmark: our end-to-end rate beside the raw limits, measured in the same run.
+
+    .venv/bin/python bench/ingest/run.py [--messages 200000] [--devices 32]
+
+Everything runs on this machine, co-located: a Mosquitto with the project's
+config, the local PostgreSQL (a fresh database, dropped at the end), C MQTT
+clients (mosquitto_pub / mosquitto_sub) as the load, and `fleet-cloud ingest`
+processes as the system under test. Prints a table, then one JSON line with
+the same figures.
+
+Load: one mosquitto_pub per device reads telemetry batches (one per line) from
+a pipe that this script fills as fast as the publishers take them, stamping
+each fix with the time it was written, so `recv_time - t` is the ingest lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.harness import (  # noqa: E402
+    PG_ADMIN_DSN,
+    Broker,
+    Proc,
+    create_database,
+    drop_database,
+    tool,
+)
+
+from fleet_cloud import directory  # noqa: E402
+from fleet_wire import INGEST_SUBSCRIPTION, Up, up_topic  # noqa: E402
+
+T_BASE = 1_763_700_000_000
+
+
+def batch_line(boot: int, first_seq: int, n: int, now_ms: int) -> bytes:
+    fixes = [
+        {"seq": s, "t": now_ms, "lat": 52.52 + s * 1e-6, "lon": 13.405, "spd": 42.5, "hdg": 181.0}
+        for s in range(first_seq, first_seq + n)
+    ]
+    return orjson.dumps({"v": 1, "boot": boot, "fixes": fixes}) + b"\n"
+
+
+def publish_load(
+    broker: Broker, devices: list[str], messages: int, fixes_per_msg: int, boot: int
+) -> float:
+    """Feed `messages` telemetry messages through one mosquitto_pub per device; return seconds."""
+    per_dev = messages // len(devices)
+    procs = [
+        subprocess.Popen(
+            [
+                "mosquitto_pub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-q",
+                "1",
+                "-V",
+                "5",
+                "-i",
+                f"bench-pub-{d}",
+                "-t",
+                up_topic(d, Up.TELEMETRY),
+                "-l",
+            ],
+            stdin=subprocess.PIPE,
+        )
+        for d in devices
+    ]
+
+    def feed(p: subprocess.Popen[bytes]) -> None:
+        assert p.stdin is not None
+        seq = 1
+        for start in range(0, per_dev, 50):  # 50 lines per write: t stays close to the publish
+            n = min(50, per_dev - start)
+            now = int(time.time() * 1000)
+            lines = b"".join(
+                batch_line(boot, seq + i * fixes_per_msg, fixes_per_msg, now) for i in range(n)
+            )
+            seq += n * fixes_per_msg
+            p.stdin.write(lines)
+        p.stdin.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=feed, args=(p,)) for p in procs]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for p in procs:
+        p.wait()
+    return time.perf_counter() - t0
+
+
+def raw_broker_rate(broker: Broker, devices: list[str], messages: int) -> float:
+    """C publishers -> broker -> one C subscriber on the ingest shared subscription."""
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-V", "5",
+         "-i", "bench-raw-sub", "-t", INGEST_SUBSCRIPTION, "-C", str(messages)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    publish_load(broker, devices, messages, 1, boot=1)
+    sub.wait(300)
+    return messages / (time.perf_counter() - t0)
+
+
+async def raw_db_rates(dsn: str, rows: int) -> tuple[float, float]:
+    """Rows/s of a bare COPY and of our idempotent set-based insert, same table shape."""
+    from fleet_cloud.store import PositionColumns, write_batch
+    from fleet_wire import Fix
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        recs = [
+            ("raw-copy", 9, s, _dt(T_BASE + s), _dt(T_BASE + s), 1, 52.5, 13.4, 42.5, 181.0)
+            for s in range(1, rows + 1)
+        ]
+        t0 = time.perf_counter()
+        await conn.copy_records_to_table(
+            "positions",
+            records=recs,
+            columns=["device_id", "boot_id", "seq", "fix_time", "recv_time", "vehicle_id",
+                     "lat", "lon", "speed", "heading"],
+        )  # fmt: skip
+        copy_rate = rows / (time.perf_counter() - t0)
+        now = _dt(T_BASE)
+        t0 = time.perf_counter()
+        for start in range(1, rows + 1, 2000):
+            cols = PositionColumns()
+            for s in range(start, min(start + 2000, rows + 1)):
+                fix = Fix(seq=s, t=T_BASE + s, lat=52.5, lon=13.4, spd=42.5, hdg=181.0)
+                cols.add("raw-insert", 9, fix, now, 1)
+            await write_batch(conn, cols, [], [])
+        insert_rate = rows / (time.perf_counter() - t0)
+        await conn.execute("DELETE FROM positions WHERE device_id IN ('raw-copy', 'raw-insert')")
+        return copy_rate, insert_rate
+    finally:
+        await conn.close()
+
+
+def _dt(ms: int) -> object:
+    from fleet_cloud.store import ms_to_dt
+
+    return ms_to_dt(ms)
+
+
+async def count_and_lag(dsn: str, boot: int) -> tuple[int, int, float, float, float, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            """SELECT count(*) AS n, count(DISTINCT (device_id, seq)) AS distinct_n,
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS p50,
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS p99,
+                      extract(epoch FROM min(recv_time)) AS first_recv,
+                      extract(epoch FROM max(recv_time)) AS last_recv
+               FROM (SELECT device_id, seq, recv_time,
+                            extract(epoch FROM recv_time - fix_time) * 1000 AS lag
+                     FROM positions WHERE boot_id = $1) x""",
+            boot,
+        )
+        assert row is not None
+        return (row["n"], row["distinct_n"], row["p50"] or 0.0, row["p99"] or 0.0,
+                float(row["first_recv"] or 0), float(row["last_recv"] or 0))  # fmt: skip
+    finally:
+        await conn.close()
+
+
+def run_ours(
+    broker: Broker, dsn: str, devices: list[str], messages: int, fixes_per_msg: int,
+    workers: int, boot: int, logs: Path,
+) -> dict[str, float]:  # fmt: skip
+    env = {
+        "FLEET_DATABASE_URL": dsn,
+        "FLEET_MQTT_HOST": broker.host,
+        "FLEET_MQTT_PORT": str(broker.port),
+        "FLEET_INGEST_CLIENT_PREFIX": f"bench-ingest-{boot}",
+    }
+    procs = [
+        Proc([tool("fleet-cloud"), "ingest", "--first-index", str(i), "--log-level", "warning"],
+             logs / f"ingest-{boot}-{i}.log", env).start()
+        for i in range(workers)
+    ]  # fmt: skip
+    try:
+        time.sleep(2.0)  # connect + subscribe
+        expected = (messages // len(devices)) * len(devices) * fixes_per_msg
+        t0 = time.time()
+        publish_load(broker, devices, messages, fixes_per_msg, boot)
+        wait_for_count(dsn, boot, expected, procs)
+        n, distinct_n, p50, p99, _first_recv, last_recv = asyncio.run(count_and_lag(dsn, boot))
+        elapsed = last_recv - t0
+        return {
+            "fixes": n, "missing": expected - distinct_n, "duplicated": n - distinct_n,
+            "fixes_per_s": n / elapsed, "msgs_per_s": n / fixes_per_msg / elapsed,
+            "lag_p50_ms": p50, "lag_p99_ms": p99,
+        }  # fmt: skip
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def wait_for_count(dsn: str, boot: int, expected: int, procs: list[Proc]) -> None:
+    """Wait until every fix is stored; fail with a diagnosis if progress stalls for 30 s."""
+    last, since = -1, time.monotonic()
+    while True:
+        n = asyncio.run(count_and_lag(dsn, boot))[0]
+        if n >= expected:
+            return
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > 30:
+            dead = asyncio.run(_dead_letters(dsn))
+            logs = "\n".join(p.log()[-1500:] for p in procs)
+            raise RuntimeError(f"stalled at {n}/{expected} fixes; dead letters {dead}\n{logs}")
+        time.sleep(0.5)
+
+
+async def _dead_letters(dsn: str) -> list[tuple[str, int]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY 1")
+        return [(r["reason"], r["n"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def register(dsn: str, devices: list[str]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        tid = await directory.ensure_tenant(conn, "bench")
+        for i, d in enumerate(devices):
+            await directory.ensure_vehicle_with_device(conn, tid, None, f"Bench {i}", d)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--messages", type=int, default=200_000, help="messages per run (1 fix/msg)")
+    ap.add_argument("--devices", type=int, default=32)
+    args = ap.parse_args()
+    devices = [f"bench-{i:04d}" for i in range(args.devices)]
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    broker = Broker(work / "mosquitto").start()
+    name, dsn = create_database(PG_ADMIN_DSN)
+    results: dict[str, object] = {"cores": os.cpu_count()}
+    try:
+        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True,
+                       capture_output=True)  # fmt: skip
+        asyncio.run(register(dsn, devices))
+        results["raw_broker_msgs_per_s"] = raw_broker_rate(broker, devices, args.messages)
+        copy_rate, insert_rate = asyncio.run(raw_db_rates(dsn, 200_000))
+        results["raw_copy_rows_per_s"] = copy_rate
+        results["raw_idempotent_insert_rows_per_s"] = insert_rate
+        boot = 100
+        for workers in (1, 2):
+            for per_msg, msgs in ((1, args.messages), (10, args.messages // 5)):
+                boot += 1
+                r = run_ours(broker, dsn, devices, msgs, per_msg, workers, boot, work)
+                results[f"ours_{per_msg}fix_{workers}w"] = r
+                print(
+                    f"  {workers} worker(s), {per_msg:>2} fix/msg: "
+                    f"{r['fixes_per_s']:>9,.0f} fixes/s  lag p50 {r['lag_p50_ms']:.0f} ms "
+                    f"p99 {r['lag_p99_ms']:.0f} ms  missing {r['missing']} dup {r['duplicated']}",
+                    flush=True,
+                )
+    finally:
+        broker.stop()
+        drop_database(name, PG_ADMIN_DSN)
+    report(results)
+
+
+def report(r: dict[str, object]) -> None:
+    raw_b = float(r["raw_broker_msgs_per_s"])  # type: ignore[arg-type]
+    raw_i = float(r["raw_idempotent_insert_rows_per_s"])  # type: ignore[arg-type]
+    print()
+    print(f"{'measure':<44}{'rate/s':>12}{'vs raw broker':>15}{'vs raw insert':>15}")
+    print(f"{'raw broker, C clients, QoS 1 (msgs)':<44}{raw_b:>12,.0f}")
+    print(f"{'raw COPY into positions (rows)':<44}{float(r['raw_copy_rows_per_s']):>12,.0f}")  # type: ignore[arg-type]
+    print(f"{'raw idempotent INSERT ... unnest (rows)':<44}{raw_i:>12,.0f}")
+    for workers in (1, 2):
+        for per_msg in (1, 10):
+            o = r[f"ours_{per_msg}fix_{workers}w"]
+            assert isinstance(o, dict)
+            label = f"ours, {workers} ingest proc, {per_msg} fix/msg (fixes)"
+            print(f"{label:<44}{o['fixes_per_s']:>12,.0f}{o['msgs_per_s'] / raw_b:>14.0%}"
+                  f"{o['fixes_per_s'] / raw_i:>15.0%}   lag p50/p99 "
+                  f"{o['lag_p50_ms']:.0f}/{o['lag_p99_ms']:.0f} ms, lost {o['missing']}, "
+                  f"dup {o['duplicated']}")  # fmt: skip
+    print(orjson.dumps(r).decode())
+
+
+if __name__ == "__main__":
+    main()
