@@ -11,6 +11,7 @@ import sys
 from typing import Annotated
 
 import asyncpg
+import orjson
 import typer
 
 from fleet_cloud import directory
@@ -166,6 +167,53 @@ def ingest(
     asyncio.run(go())
 
 
+@app.command()
+def process(
+    once: Annotated[
+        bool, typer.Option("--once", help="process what is stored now, then exit")
+    ] = False,
+    dsn: DsnOpt = None,
+    log_level: str = "info",
+) -> None:
+    """Run processing only (geofences, events, trips, webhooks): one owner per database."""
+    from fleet_cloud.db import create_pool
+    from fleet_cloud.processing import runtime
+    from fleet_cloud.processing.config import ProcessingSettings
+    from fleet_cloud.processing.service import Processor
+
+    _logging(log_level)
+    s = _settings(dsn)
+
+    async def go() -> None:
+        try:
+            pool = await create_pool(s.database_url, 4)
+        except (OSError, asyncpg.PostgresError) as e:
+            _fail(f"cannot connect to the database ({e})")
+        try:
+            if once:
+                proc = Processor(pool, ProcessingSettings())
+                while await proc.step():
+                    pass
+                await proc.presence()
+                c = proc.counters
+                typer.echo(f"processed {c['rows']} positions: {c['events']} new events, "
+                           f"{c['replays']} late-data re-evaluations")  # fmt: skip
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            _, tasks = runtime.start(s.database_url, pool, None, ProcessingSettings(), stop)
+            await stop.wait()
+            for t in tasks:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(t, timeout=10)
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+
+
 @app.command("add-user")
 def add_user(
     email: str,
@@ -213,6 +261,57 @@ def add_vehicle(
         finally:
             await conn.close()
         typer.echo(f"vehicle {vid} {name!r} with device {device}")
+
+    asyncio.run(go())
+
+
+@app.command("device-filters")
+def device_filters(
+    device: str,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="LIMIT=VALUE, e.g. max_speed_kmh=900 (repeatable)"),
+    ] = None,
+    clear: Annotated[bool, typer.Option(help="back to the global limits")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """Show or override a device's plausibility limits."""
+    from fleet_cloud.ingest.filters import FilterLimits
+
+    known = set(FilterLimits.__dataclass_fields__)
+    overrides: dict[str, float] = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            _fail(f"--set takes LIMIT=VALUE with LIMIT one of {', '.join(sorted(known))}")
+        try:
+            overrides[key] = float(value)
+        except ValueError:
+            _fail(f"{key}: {value!r} is not a number")
+
+    async def go() -> None:
+        conn = await _connect(_settings(dsn).database_url)
+        try:
+            if clear or overrides:
+                cur = await conn.fetchval(
+                    "SELECT filter_overrides FROM devices WHERE device_id = $1", device
+                )
+                new = None if clear else {**(orjson.loads(cur) if cur else {}), **overrides}
+                await conn.execute(
+                    "UPDATE devices SET filter_overrides = $2::jsonb WHERE device_id = $1",
+                    device,
+                    orjson.dumps(new).decode() if new else None,
+                )
+            row = await conn.fetchrow(
+                "SELECT filter_overrides FROM devices WHERE device_id = $1", device
+            )
+        finally:
+            await conn.close()
+        if row is None:
+            _fail(f"no device {device!r}")
+        assert row is not None
+        current = orjson.loads(row["filter_overrides"]) if row["filter_overrides"] else {}
+        typer.echo(f"{device}: {current or 'global limits'} (ingest picks changes up within 30 s)")
 
     asyncio.run(go())
 

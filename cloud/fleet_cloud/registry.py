@@ -18,6 +18,7 @@ class DeviceInfo:
     tenant_id: int
     vehicle_id: int | None
     enabled: bool
+    filter_overrides: dict[str, float | int] | None = None
 
 
 class DeviceRegistry:
@@ -33,7 +34,8 @@ class DeviceRegistry:
         if hit is not None and hit[0] > now:
             return hit[1]
         row = await self._pool.fetchrow(
-            "SELECT device_id, tenant_id, vehicle_id, enabled FROM devices WHERE device_id = $1",
+            """SELECT device_id, tenant_id, vehicle_id, enabled, filter_overrides
+               FROM devices WHERE device_id = $1""",
             device_id,
         )
         info = DeviceInfo(**dict(row)) if row else None

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     # everything not acked), so memory stays bounded.
     ingest_max_pending: int = 50_000
 
+    # Plausibility limits (per-device overrides in devices.filter_overrides).
+    filter_max_speed_kmh: float = 300.0
+    filter_future_skew_s: float = 300.0
+    filter_max_age_days: float = 90.0
+    filter_max_hdop: float = 20.0
+    filter_min_sats: int = 3
+
     redis_url: str | None = None  # optional: multi-node live state and fan-out
     redis_prefix: str = "fleet"  # key and channel prefix (several deployments, one Redis)
 

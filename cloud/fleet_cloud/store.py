@@ -37,12 +37,19 @@ class PositionColumns:
     sats: list[int | None] = field(default_factory=list)
     fix_type: list[int | None] = field(default_factory=list)
     engine: list[object] = field(default_factory=list)
+    filter_reason: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.seq)
 
     def add(
-        self, device_id: str, boot: int, fix: Fix, recv: datetime, vehicle_id: int | None
+        self,
+        device_id: str,
+        boot: int,
+        fix: Fix,
+        recv: datetime,
+        vehicle_id: int | None,
+        filter_reason: str | None = None,
     ) -> None:
         self.device_id.append(device_id)
         self.boot_id.append(boot)
@@ -59,15 +66,16 @@ class PositionColumns:
         self.sats.append(fix.sat)
         self.fix_type.append(fix.fix)
         self.engine.append(fix.eng.model_dump(exclude_none=True) if fix.eng else None)
+        self.filter_reason.append(filter_reason)
 
 
 _INSERT_POSITIONS = """
 INSERT INTO positions (device_id, boot_id, seq, fix_time, recv_time, vehicle_id, lat, lon,
-                       speed, heading, altitude, hdop, sats, fix_type, engine)
+                       speed, heading, altitude, hdop, sats, fix_type, engine, filter_reason)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[],
                      $5::timestamptz[], $6::bigint[], $7::float8[], $8::float8[],
                      $9::real[], $10::real[], $11::real[], $12::real[], $13::smallint[],
-                     $14::smallint[], $15::jsonb[])
+                     $14::smallint[], $15::jsonb[], $16::text[])
 ON CONFLICT DO NOTHING
 """
 
@@ -117,6 +125,7 @@ async def write_batch(
                 p.sats,
                 p.fix_type,
                 p.engine,
+                p.filter_reason,
             )
             inserted = int(result.rsplit(" ", 1)[1])
         if dead:

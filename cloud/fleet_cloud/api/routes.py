@@ -72,6 +72,9 @@ class PositionOut(BaseModel):
     alt: float | None = None
     sat: int | None = None
     hdop: float | None = None
+    filtered: str | None = Field(
+        None, description="plausibility filter reason (only with include_filtered=true)"
+    )
 
 
 class PositionsOut(BaseModel):
@@ -155,6 +158,9 @@ async def vehicle_positions(
     ] = None,
     to: Annotated[datetime | None, Query(description="ISO-8601; default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_POSITIONS)] = 10_000,
+    include_filtered: Annotated[
+        bool, Query(description="also return fixes a plausibility filter flagged, with the reason")
+    ] = False,
 ) -> PositionsOut:
     pool = _pool(request)
     owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
@@ -169,15 +175,16 @@ async def vehicle_positions(
             422, "range_too_long", f"at most {MAX_HISTORY.days} days per request", "from"
         )
     rows = await pool.fetch(
-        """SELECT fix_time, lat, lon, speed, heading, altitude, sats, hdop
+        """SELECT fix_time, lat, lon, speed, heading, altitude, sats, hdop, filter_reason
            FROM positions
            WHERE vehicle_id = $1 AND fix_time >= $2 AND fix_time < $3
-             AND filter_reason IS NULL
+             AND ($5 OR filter_reason IS NULL)
            ORDER BY fix_time LIMIT $4""",
         vehicle_id,
         start,
         end,
         limit,
+        include_filtered,
     )
     return PositionsOut(
         vehicle_id=vehicle_id,
@@ -191,6 +198,7 @@ async def vehicle_positions(
                 alt=r["altitude"],
                 sat=r["sats"],
                 hdop=r["hdop"],
+                filtered=r["filter_reason"],
             )
             for r in rows
         ],

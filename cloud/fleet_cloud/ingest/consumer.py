@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from fleet_cloud.ingest.filters import FilterLimits, PlausibilityFilter
 from fleet_cloud.ingest.mqtt_source import MqttSource
 from fleet_cloud.live import LiveState
 from fleet_cloud.registry import DeviceInfo, DeviceRegistry
@@ -32,6 +33,7 @@ from fleet_wire import (
     MAX_PAYLOAD_BYTES,
     Ack,
     Down,
+    Fix,
     Status,
     TopicError,
     Up,
@@ -80,6 +82,15 @@ class IngestWorker:
         self.live = live
         self.client_id = f"{settings.ingest_client_prefix}-{index}"
         self.counters: Counter[str] = Counter()
+        self.filter = PlausibilityFilter(
+            FilterLimits(
+                max_speed_kmh=settings.filter_max_speed_kmh,
+                future_skew_s=settings.filter_future_skew_s,
+                max_age_days=settings.filter_max_age_days,
+                max_hdop=settings.filter_max_hdop,
+                min_sats=settings.filter_min_sats,
+            )
+        )
         self._cur = Batch()
         self._sealed: Batch | None = None  # written but not yet committed (or failed)
         self._flush_now = asyncio.Event()
@@ -171,16 +182,24 @@ class IngestWorker:
             return
         batch = self._cur
         seqs = batch.acks[(dev.device_id, boot)]
+        recv_ms = int(now.timestamp() * 1000)
+        limits = self.filter.limits.merged(dev.filter_overrides)
+        accepted: list[Fix] = []
         for fix in fixes:
-            batch.positions.add(dev.device_id, boot, fix, now, dev.vehicle_id)
+            reason = self.filter.check(dev.device_id, fix, recv_ms, limits)
+            batch.positions.add(dev.device_id, boot, fix, now, dev.vehicle_id, reason)
             seqs.append(fix.seq)
+            if reason is None:
+                accepted.append(fix)
+            else:
+                self.counters[f"filtered_{reason}"] += 1
         for bad in rejected:
             self._dead(topic, "schema", bad.reason, encode_json(bad.raw), dev.device_id)
             if bad.seq is not None:
                 seqs.append(bad.seq)  # dead-lettered is handled: the device may drop it
         self.counters["fixes"] += len(fixes)
-        if fixes and dev.vehicle_id is not None:
-            self.live.apply_fixes(dev.tenant_id, dev.vehicle_id, fixes, int(now.timestamp() * 1000))
+        if accepted and dev.vehicle_id is not None:
+            self.live.apply_fixes(dev.tenant_id, dev.vehicle_id, accepted, recv_ms)
         self._update_room()
 
     def _status(
