@@ -265,6 +265,36 @@ def add_vehicle(
     asyncio.run(go())
 
 
+@app.command("device-token")
+def device_token(
+    device: str,
+    revoke: Annotated[bool, typer.Option(help="revoke every token of the device instead")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """Issue an HTTP ingest token for a device (shown once), or revoke its tokens."""
+    from fleet_cloud import device_tokens
+
+    async def go() -> None:
+        conn = await _connect(_settings(dsn).database_url)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM devices WHERE device_id = $1", device):
+                _fail(f"no device {device!r}: register it first (fleet-cloud add-vehicle)")
+            if revoke:
+                n = await device_tokens.revoke_all(conn, device)
+                typer.echo(f"revoked {n} token(s) of {device}")
+            else:
+                token = await device_tokens.issue(conn, device)
+                typer.echo(token)
+                typer.echo(
+                    f"(HTTP ingest token for {device}; it is not stored and won't be shown again)",
+                    err=True,
+                )
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
 @app.command("device-filters")
 def device_filters(
     device: str,

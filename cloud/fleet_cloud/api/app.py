@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from fleet_cloud.api import errors, routes, ws
+from fleet_cloud.api import errors, ingest_http, routes, ws
 from fleet_cloud.db import create_pool
 from fleet_cloud.ingest.consumer import IngestWorker
 from fleet_cloud.live import LiveState, VehicleState
@@ -70,7 +70,14 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
             else []
         )
         app.state.ingest_workers = workers
+        app.state.registry = registry
         tasks = [asyncio.create_task(w.run(), name=w.client_id) for w in workers]
+        # HTTP ingest shares a worker's batches; an API-only node gets a writer of its own.
+        if workers:
+            app.state.http_ingest = workers[0]
+        else:
+            app.state.http_ingest = IngestWorker(settings, pool, registry, live, 0)
+            tasks.append(asyncio.create_task(app.state.http_ingest.run_flush_only()))
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(), name="redis-relay"))
         try:
@@ -98,6 +105,7 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(ingest_http.router)
     app.include_router(ws.router)
     static = resources.files("fleet_cloud") / "static"
     app.mount("/", StaticFiles(directory=str(static), html=True), name="dashboard")

@@ -34,6 +34,7 @@ from fleet_wire import (
     Ack,
     Down,
     Fix,
+    RejectedFix,
     Status,
     TopicError,
     Up,
@@ -62,6 +63,8 @@ class Batch:
     statuses: list[StatusRow] = field(default_factory=list)
     # (device_id, boot) -> seqs this batch makes durable, acked after commit
     acks: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
+    # HTTP submissions waiting for this batch's commit
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def size(self) -> int:
         return len(self.positions) + len(self.dead) + len(self.statuses)
@@ -82,6 +85,7 @@ class IngestWorker:
         self.live = live
         self.client_id = f"{settings.ingest_client_prefix}-{index}"
         self.counters: Counter[str] = Counter()
+        self.last_filtered: dict[int, str] = {}
         self.filter = PlausibilityFilter(
             FilterLimits(
                 max_speed_kmh=settings.filter_max_speed_kmh,
@@ -180,27 +184,71 @@ class IngestWorker:
             if ids is not None:
                 self._cur.acks[(dev.device_id, ids[0])].extend(ids[1])
             return
+        seqs = self._cur.acks[(dev.device_id, boot)]
+        seqs.extend(self.add_fixes(topic, dev, boot, fixes, rejected, now))
+
+    def add_fixes(
+        self,
+        topic: str,
+        dev: DeviceInfo,
+        boot: int,
+        fixes: list[Fix],
+        rejected: list[RejectedFix],
+        now: datetime,
+    ) -> list[int]:
+        """Put decoded fixes into the current batch (MQTT and HTTP alike).
+
+        Returns the seqs the batch makes durable (stored, filtered or
+        dead-lettered with a seq): what an ack may cover once it commits.
+        Filter decisions are kept in ``last_filtered`` for the HTTP answer.
+        """
         batch = self._cur
-        seqs = batch.acks[(dev.device_id, boot)]
+        handled: list[int] = []
         recv_ms = int(now.timestamp() * 1000)
         limits = self.filter.limits.merged(dev.filter_overrides)
         accepted: list[Fix] = []
+        self.last_filtered = {}
         for fix in fixes:
             reason = self.filter.check(dev.device_id, fix, recv_ms, limits)
             batch.positions.add(dev.device_id, boot, fix, now, dev.vehicle_id, reason)
-            seqs.append(fix.seq)
+            handled.append(fix.seq)
             if reason is None:
                 accepted.append(fix)
             else:
+                self.last_filtered[fix.seq] = reason
                 self.counters[f"filtered_{reason}"] += 1
         for bad in rejected:
             self._dead(topic, "schema", bad.reason, encode_json(bad.raw), dev.device_id)
             if bad.seq is not None:
-                seqs.append(bad.seq)  # dead-lettered is handled: the device may drop it
+                handled.append(bad.seq)  # dead-lettered is handled: the device may drop it
         self.counters["fixes"] += len(fixes)
         if accepted and dev.vehicle_id is not None:
             self.live.apply_fixes(dev.tenant_id, dev.vehicle_id, accepted, recv_ms)
         self._update_room()
+        if self._cur.size() >= self.s.ingest_batch_max:
+            self._flush_now.set()
+        return handled
+
+    def commit_waiter(self) -> asyncio.Future[None]:
+        """A future done when what is in the current batch is committed (HTTP ingest).
+
+        Call it right after add_fixes, with no await in between: the batch
+        must not be sealed before the waiter joins it.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cur.waiters.append(fut)
+        self._flush_now.set()
+        return fut
+
+    def record_dead(
+        self, topic: str, reason: str, detail: str, raw: bytes, device_id: str | None
+    ) -> None:
+        """A message that cannot be used: dead-letter it with the next batch."""
+        self._dead(topic, reason, detail, raw, device_id)
+
+    async def run_flush_only(self) -> None:
+        """Batch writing without MQTT intake: HTTP ingest on an API-only node."""
+        await self._flush_loop()
 
     def _status(
         self, topic: str, raw: bytes, ct: str | None, dev: DeviceInfo, now: datetime
@@ -263,6 +311,10 @@ class IngestWorker:
         """Write the pending batch in one transaction, then ack what it made durable."""
         if self._sealed is None:
             if self._cur.size() == 0:
+                for fut in self._cur.waiters:  # nothing to write: already durable
+                    if not fut.done():
+                        fut.set_result(None)
+                self._cur.waiters.clear()
                 return
             self._sealed, self._cur = self._cur, Batch()
         batch = self._sealed
@@ -274,6 +326,9 @@ class IngestWorker:
         self.counters["stored"] += inserted
         self.counters["duplicates"] += len(batch.positions) - inserted
         log.debug("batch of %d in %.1f ms", batch.size(), (time.perf_counter() - t0) * 1000)
+        for fut in batch.waiters:
+            if not fut.done():
+                fut.set_result(None)
         await self._send_acks(batch.acks)
 
     async def _send_acks(self, acks: dict[tuple[str, int], list[int]]) -> None:
