@@ -177,3 +177,30 @@ def test_a_users_email_cannot_move_to_another_tenant(cloud: CloudStack) -> None:
     assert out.returncode == 1
     assert "already belongs to another tenant" in out.stderr
     cloud.token()  # the existing login still works
+
+
+def test_history_columns_and_downsampling(cloud: CloudStack) -> None:
+    vid = cloud.register_vehicle("Columns van", "columns-van")
+    t0 = T0 - 3_600_000
+    fixes = [
+        {"seq": s, "t": t0 + s * 1000, "lat": 52.0 + s / 1e5, "lon": 13.0, "spd": float(s % 90)}
+        for s in range(1, 601)
+    ]
+    cloud.publish_fixes("columns-van", fixes)
+    token = cloud.token()
+    base = f"{cloud.base_url}/api/v1/vehicles/{vid}/positions"
+    rows = http_json(base, token=token)
+    cols = http_json(base + "?format=columns", token=token)
+    assert isinstance(rows, dict) and isinstance(cols, dict)
+    assert cols["t"] == [p["t"] for p in rows["positions"]] == [f["t"] for f in fixes]
+    assert cols["lat"] == [p["lat"] for p in rows["positions"]]
+    assert cols["vehicle_id"] == vid and len(cols["spd"]) == 600
+    # 24 h cut into 50 buckets of ~29 min: the 10-minute drive falls into one or two,
+    # and the last fix of the range is always kept.
+    small = http_json(base + "?format=columns&max_points=50", token=token)
+    assert isinstance(small, dict) and 2 <= len(small["t"]) <= 3
+    assert small["t"][0] == fixes[0]["t"] and small["t"][-1] == fixes[-1]["t"]
+    empty = http_json(
+        base + "?format=columns&from=2001-01-01T00:00:00Z&to=2001-01-02T00:00:00Z", token=token
+    )
+    assert empty == {"vehicle_id": vid, "t": [], "lat": [], "lon": [], "spd": [], "hdg": []}

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+import orjson
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from fleet_cloud.api.auth import CurrentUser, Principal, issue_token, verify_password
 from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError
 from fleet_cloud.live import LiveState
-from fleet_cloud.store import dt_to_ms
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -148,7 +148,56 @@ async def list_vehicles(user: CurrentUser, request: Request) -> list[VehicleOut]
     ]
 
 
-@router.get("/vehicles/{vehicle_id}/positions", response_model=PositionsOut, tags=["vehicles"])
+# Rows are picked in SQL. With max_points the range is cut into equal time
+# buckets and the first fix of each bucket is kept (plus the last fix of the
+# range), so a long range stays a light, faithful polyline.
+_FIELDS = """(date_part('epoch', fix_time) * 1000)::int8 AS t, lat, lon, speed AS spd,
+       heading AS hdg, altitude AS alt, sats AS sat, hdop, filter_reason AS filtered"""
+_RANGE = """FROM positions
+    WHERE vehicle_id = $1 AND fix_time >= $2 AND fix_time < $3
+      AND ($5 OR filter_reason IS NULL)"""
+_HISTORY = f"SELECT {_FIELDS} {_RANGE} ORDER BY fix_time LIMIT $4"
+_HISTORY_DOWNSAMPLED = f"""
+SELECT {_FIELDS} FROM (
+    (SELECT DISTINCT ON (floor(date_part('epoch', fix_time - $2) / $6)) * {_RANGE}
+     ORDER BY floor(date_part('epoch', fix_time - $2) / $6), fix_time)
+    UNION
+    (SELECT * {_RANGE} ORDER BY fix_time DESC LIMIT 1)
+) d ORDER BY fix_time LIMIT $4"""
+
+
+def _as_columns(query: str) -> str:
+    """The same rows as one JSON document of arrays, built by PostgreSQL itself.
+
+    A vehicle-day at 1 Hz is 86,400 fixes: too many to turn into Python
+    objects on every request.
+    """
+    return f"""
+    SELECT json_build_object(
+        'vehicle_id', $1::int8,
+        't', coalesce(array_agg(t), '{{}}'), 'lat', coalesce(array_agg(lat), '{{}}'),
+        'lon', coalesce(array_agg(lon), '{{}}'), 'spd', coalesce(array_agg(spd), '{{}}'),
+        'hdg', coalesce(array_agg(hdg), '{{}}'))::text
+    FROM ({query}) h"""
+
+
+class PositionColumnsOut(BaseModel):
+    """format=columns: one array per field, index i of each is fix i (fix-time order)."""
+
+    vehicle_id: int
+    t: list[int]
+    lat: list[float]
+    lon: list[float]
+    spd: list[float | None]
+    hdg: list[float | None]
+
+
+@router.get(
+    "/vehicles/{vehicle_id}/positions",
+    response_model=PositionsOut | PositionColumnsOut,
+    tags=["vehicles"],
+    summary="Position history of one vehicle, in fix-time order",
+)
 async def vehicle_positions(
     vehicle_id: int,
     user: CurrentUser,
@@ -161,7 +210,15 @@ async def vehicle_positions(
     include_filtered: Annotated[
         bool, Query(description="also return fixes a plausibility filter flagged, with the reason")
     ] = False,
-) -> PositionsOut:
+    max_points: Annotated[
+        int | None,
+        Query(ge=2, le=MAX_POSITIONS, description="downsample: at most about this many fixes"),
+    ] = None,
+    format: Annotated[
+        Literal["rows", "columns"],
+        Query(description="rows: one object per fix; columns: one array per field (compact)"),
+    ] = "rows",
+) -> Any:
     pool = _pool(request)
     owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
     if owner != user.tenant_id:  # another tenant's vehicle does not exist for you
@@ -174,34 +231,18 @@ async def vehicle_positions(
         raise ApiError(
             422, "range_too_long", f"at most {MAX_HISTORY.days} days per request", "from"
         )
-    rows = await pool.fetch(
-        """SELECT fix_time, lat, lon, speed, heading, altitude, sats, hdop, filter_reason
-           FROM positions
-           WHERE vehicle_id = $1 AND fix_time >= $2 AND fix_time < $3
-             AND ($5 OR filter_reason IS NULL)
-           ORDER BY fix_time LIMIT $4""",
-        vehicle_id,
-        start,
-        end,
-        limit,
-        include_filtered,
-    )
-    return PositionsOut(
-        vehicle_id=vehicle_id,
-        positions=[
-            PositionOut(
-                t=dt_to_ms(r["fix_time"]),
-                lat=r["lat"],
-                lon=r["lon"],
-                spd=r["speed"],
-                hdg=r["heading"],
-                alt=r["altitude"],
-                sat=r["sats"],
-                hdop=r["hdop"],
-                filtered=r["filter_reason"],
-            )
-            for r in rows
-        ],
+    args: tuple[Any, ...] = (vehicle_id, start, end, limit, include_filtered)
+    query = _HISTORY
+    if max_points:
+        query = _HISTORY_DOWNSAMPLED
+        args = (*args, (end - start).total_seconds() / max_points)
+    if format == "columns":
+        body = await pool.fetchval(_as_columns(query), *args)
+        return Response(body, media_type="application/json")
+    rows = await pool.fetch(query, *args)
+    return Response(
+        orjson.dumps({"vehicle_id": vehicle_id, "positions": [dict(r) for r in rows]}),
+        media_type="application/json",
     )
 
 
