@@ -265,6 +265,48 @@ def add_vehicle(
     asyncio.run(go())
 
 
+@app.command()
+def rollup(dsn: DsnOpt = None) -> None:
+    """Bring hourly/daily vehicle statistics up to date now (the service does it each minute)."""
+    from fleet_cloud import rollup as stats
+
+    async def go() -> None:
+        conn = await _connect(_settings(dsn).database_url)
+        try:
+            n = await stats.refresh(conn)
+        finally:
+            await conn.close()
+        typer.echo("another process is refreshing" if n is None else f"{n} hourly buckets updated")
+
+    asyncio.run(go())
+
+
+@app.command()
+def retention(
+    days: Annotated[
+        int | None, typer.Option(help="keep this many days (FLEET_RETENTION_DAYS)")
+    ] = None,
+    dsn: DsnOpt = None,
+) -> None:
+    """Delete raw positions and engine samples past the retention (TimescaleDB: set the policy)."""
+    from fleet_cloud import retention as policy
+
+    s = _settings(dsn)
+    keep = days if days is not None else s.retention_days
+    if keep < 1:
+        _fail("--days must be at least 1")
+
+    async def go() -> None:
+        conn = await _connect(s.database_url)
+        try:
+            n = await policy.apply(conn, keep)
+        finally:
+            await conn.close()
+        typer.echo(f"retention {keep} days: {n} rows deleted")
+
+    asyncio.run(go())
+
+
 @app.command("device-token")
 def device_token(
     device: str,

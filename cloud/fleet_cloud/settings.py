@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     filter_max_hdop: float = 20.0
     filter_min_sats: int = 3
 
+    retention_days: int = 365  # raw positions and engine samples
+    rollup_interval_s: float = 60.0  # how often hourly statistics catch up
+
     redis_url: str | None = None  # optional: multi-node live state and fan-out
     redis_prefix: str = "fleet"  # key and channel prefix (several deployments, one Redis)
 

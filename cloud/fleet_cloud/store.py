@@ -38,6 +38,8 @@ class PositionColumns:
     fix_type: list[int | None] = field(default_factory=list)
     engine: list[object] = field(default_factory=list)
     filter_reason: list[str | None] = field(default_factory=list)
+    # fixes that carried engine values, as engine_samples rows
+    engine_rows: list[tuple[object, ...]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -67,6 +69,14 @@ class PositionColumns:
         self.fix_type.append(fix.fix)
         self.engine.append(fix.eng.model_dump(exclude_none=True) if fix.eng else None)
         self.filter_reason.append(filter_reason)
+        e = fix.eng
+        if e is not None:
+            sample_ms = fix.t - (e.age or 0)
+            self.engine_rows.append((
+                device_id, boot, fix.seq, ms_to_dt(sample_ms), vehicle_id, e.rpm, e.vss, e.ect,
+                e.load, e.tps, e.fuel, e.iat, e.maf, e.vbat, e.run, e.odo, e.ign,
+                ",".join(e.dtc) if e.dtc is not None else None,
+            ))  # fmt: skip
 
 
 _INSERT_POSITIONS = """
@@ -76,6 +86,20 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[],
                      $5::timestamptz[], $6::bigint[], $7::float8[], $8::float8[],
                      $9::real[], $10::real[], $11::real[], $12::real[], $13::smallint[],
                      $14::smallint[], $15::jsonb[], $16::text[])
+ON CONFLICT DO NOTHING
+"""
+
+
+_INSERT_ENGINE = """
+INSERT INTO engine_samples (device_id, boot_id, seq, sample_time, vehicle_id, rpm, vss, ect,
+                            load, tps, fuel, iat, maf, vbat, run_s, odo_km, ign, dtc)
+SELECT d, b, s, st, v, rpm, vss, ect, load, tps, fuel, iat, maf, vbat, run, odo, ign,
+       string_to_array(dtc, ',')
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::bigint[],
+            $6::real[], $7::real[], $8::real[], $9::real[], $10::real[], $11::real[],
+            $12::real[], $13::real[], $14::real[], $15::int[], $16::float8[], $17::bool[],
+            $18::text[])
+     AS u(d, b, s, st, v, rpm, vss, ect, load, tps, fuel, iat, maf, vbat, run, odo, ign, dtc)
 ON CONFLICT DO NOTHING
 """
 
@@ -128,6 +152,10 @@ async def write_batch(
                 p.filter_reason,
             )
             inserted = int(result.rsplit(" ", 1)[1])
+        if positions.engine_rows:
+            await conn.execute(
+                _INSERT_ENGINE, *(list(c) for c in zip(*positions.engine_rows, strict=True))
+            )
         if dead:
             await conn.executemany(
                 """INSERT INTO dead_letters (device_id, topic, reason, detail, payload)

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from fleet_cloud import maintenance
 from fleet_cloud.api import errors, ingest_http, routes, ws
 from fleet_cloud.db import create_pool
 from fleet_cloud.ingest.consumer import IngestWorker
@@ -80,6 +81,7 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
             tasks.append(asyncio.create_task(app.state.http_ingest.run_flush_only()))
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(), name="redis-relay"))
+        tasks.append(asyncio.create_task(maintenance.run(pool, settings), name="maintenance"))
         try:
             yield
         finally:

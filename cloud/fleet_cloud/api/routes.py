@@ -246,6 +246,89 @@ async def vehicle_positions(
     )
 
 
+class StatsOut(BaseModel):
+    bucket: datetime = Field(description="start of the hour or day (UTC)")
+    fixes: int
+    distance_km: float
+    max_speed_kmh: float | None
+    avg_speed_kmh: float | None
+    moving_s: float = Field(description="seconds moving (speed > 3 km/h)")
+    idle_s: float = Field(description="seconds with ignition on and speed <= 3 km/h")
+
+
+@router.get(
+    "/vehicles/{vehicle_id}/stats",
+    response_model=list[StatsOut],
+    tags=["vehicles"],
+    summary="Hourly or daily statistics (distance, speeds, moving and idle time)",
+)
+async def vehicle_stats(
+    vehicle_id: int,
+    user: CurrentUser,
+    request: Request,
+    period: Annotated[Literal["hour", "day"], Query()] = "day",
+    from_: Annotated[
+        datetime | None, Query(alias="from", description="default: to - 31 days")
+    ] = None,
+    to: Annotated[datetime | None, Query(description="default: now")] = None,
+) -> list[StatsOut]:
+    pool = _pool(request)
+    owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
+    if owner != user.tenant_id:
+        raise ApiError(404, "not_found", f"vehicle {vehicle_id} not found")
+    end = _utc(to) if to else datetime.now(UTC)
+    start = _utc(from_) if from_ else end - timedelta(days=31)
+    if start > end:
+        raise ApiError(422, "invalid_request", "from must be before to", "from")
+    table = "vehicle_stats_hourly" if period == "hour" else "vehicle_stats_daily"
+    rows = await pool.fetch(
+        f"""SELECT bucket, fixes, distance_km, max_speed_kmh, avg_speed_kmh, moving_s, idle_s
+            FROM {table} WHERE vehicle_id = $1 AND bucket >= $2 AND bucket < $3
+            ORDER BY bucket""",
+        vehicle_id,
+        start,
+        end,
+    )
+    return [StatsOut(**dict(r)) for r in rows]
+
+
+class NearbyOut(BaseModel):
+    vehicle_id: int
+    distance_km: float
+    state: VehicleState
+
+
+@router.get(
+    "/vehicles/near",
+    response_model=list[NearbyOut],
+    tags=["vehicles"],
+    summary="Vehicles whose latest position is within radius_km of a point, nearest first",
+)
+async def vehicles_near(
+    user: CurrentUser,
+    request: Request,
+    lat: Annotated[float, Query(ge=-90, le=90)],
+    lon: Annotated[float, Query(ge=-180, le=180)],
+    radius_km: Annotated[float, Query(gt=0, le=1000)] = 5.0,
+) -> list[NearbyOut]:
+    from fleet_cloud.ingest.filters import haversine_m
+
+    # Every API node's live state holds the whole fleet (the Redis relay fills
+    # it), so a scan here answers the same as Redis' GEO set, without a round trip.
+    live: LiveState = request.app.state.live
+    found = []
+    for s in live.for_tenant(user.tenant_id):
+        if s.get("lat") is None or s.get("lon") is None:
+            continue
+        d_km = haversine_m(lat, lon, s["lat"], s["lon"]) / 1000
+        state = _state_out(s)
+        if d_km <= radius_km and state is not None:
+            found.append(
+                NearbyOut(vehicle_id=s["vehicle_id"], distance_km=round(d_km, 3), state=state)
+            )
+    return sorted(found, key=lambda n: n.distance_km)
+
+
 def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
