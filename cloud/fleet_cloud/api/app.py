@@ -18,10 +18,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from fleet_cloud import maintenance
-from fleet_cloud.api import errors, ingest_http, routes, ws
+from fleet_cloud.api import errors, events, ingest_http, routes, ws
 from fleet_cloud.db import create_pool
 from fleet_cloud.ingest.consumer import IngestWorker
 from fleet_cloud.live import LiveState, VehicleState
+from fleet_cloud.processing import runtime as processing_runtime
 from fleet_cloud.registry import DeviceRegistry
 from fleet_cloud.relay import RedisRelay
 from fleet_cloud.settings import Settings
@@ -82,6 +83,11 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(), name="redis-relay"))
         tasks.append(asyncio.create_task(maintenance.run(pool, settings), name="maintenance"))
+        # Geofences/events/trips (one owner per database, advisory lock) and alerts to the hub.
+        app.state.processor, proc_tasks = processing_runtime.start(
+            settings.database_url, pool, app.state.hub.push_alert
+        )
+        tasks.extend(proc_tasks)
         try:
             yield
         finally:
@@ -108,6 +114,7 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(ingest_http.router)
+    app.include_router(events.router)
     app.include_router(ws.router)
     static = resources.files("fleet_cloud") / "static"
     app.mount("/", StaticFiles(directory=str(static), html=True), name="dashboard")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +43,8 @@ class WsClient:
         self.all = False
         self.vehicles: set[int] = set()
         self.pending: dict[int, VehicleState] = {}
+        # Alert frames from processing (bounded: a stuck client loses the oldest).
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=100)
         self.wake = asyncio.Event()
 
     def wants(self, state: VehicleState) -> bool:
@@ -63,6 +66,8 @@ class WsClient:
         while True:
             await self.wake.wait()
             self.wake.clear()
+            while self.alerts:
+                await self.send(self.alerts.popleft())
             batch, self.pending = self.pending, {}
             if batch:
                 await self.send(
@@ -90,6 +95,13 @@ class Hub:
     def _on_states(self, states: list[VehicleState]) -> None:
         for c in self.clients:
             c.offer(states)
+
+    def push_alert(self, tenant_id: int, frame: dict[str, Any]) -> None:
+        """An {"type": "alert", ...} frame to every client of that tenant."""
+        for c in self.clients:
+            if c.who.tenant_id == tenant_id:
+                c.alerts.append(frame)
+                c.wake.set()
 
 
 def _origin_allowed(ws: WebSocket, settings: Settings) -> bool:
