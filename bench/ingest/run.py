@@ -122,7 +122,7 @@ def raw_broker_rate(broker: Broker, devices: list[str], messages: int) -> float:
 
 async def raw_db_rates(dsn: str, rows: int) -> tuple[float, float]:
     """Rows/s of a bare COPY and of our idempotent set-based insert, same table shape."""
-    from fleet_cloud.store import PositionColumns, write_batch
+    from fleet_cloud.store import PositionRows, write_batch
     from fleet_wire import Fix
 
     conn = await asyncpg.connect(dsn)
@@ -142,7 +142,7 @@ async def raw_db_rates(dsn: str, rows: int) -> tuple[float, float]:
         now = _dt(T_BASE)
         t0 = time.perf_counter()
         for start in range(1, rows + 1, 2000):
-            cols = PositionColumns()
+            cols = PositionRows()
             for s in range(start, min(start + 2000, rows + 1)):
                 fix = Fix(seq=s, t=T_BASE + s, lat=52.5, lon=13.4, spd=42.5, hdg=181.0)
                 cols.add("raw-insert", 9, fix, now, 1)

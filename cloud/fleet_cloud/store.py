@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 
 from fleet_wire import Fix
 
@@ -18,31 +19,24 @@ def dt_to_ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
-@dataclass
-class PositionColumns:
-    """Positions of one batch held column-wise, ready for unnest()."""
+# Columns of positions that ingest writes, in the order of PositionRows' tuples.
+POSITION_COLUMNS = (
+    "device_id", "boot_id", "seq", "fix_time", "recv_time", "vehicle_id", "lat", "lon",
+    "speed", "heading", "altitude", "hdop", "sats", "fix_type", "engine", "filter_reason",
+)  # fmt: skip
+_COLS = ", ".join(POSITION_COLUMNS)
 
-    device_id: list[str] = field(default_factory=list)
-    boot_id: list[int] = field(default_factory=list)
-    seq: list[int] = field(default_factory=list)
-    fix_time: list[datetime] = field(default_factory=list)
-    recv_time: list[datetime] = field(default_factory=list)
-    vehicle_id: list[int | None] = field(default_factory=list)
-    lat: list[float] = field(default_factory=list)
-    lon: list[float] = field(default_factory=list)
-    speed: list[float | None] = field(default_factory=list)
-    heading: list[float | None] = field(default_factory=list)
-    altitude: list[float | None] = field(default_factory=list)
-    hdop: list[float | None] = field(default_factory=list)
-    sats: list[int | None] = field(default_factory=list)
-    fix_type: list[int | None] = field(default_factory=list)
-    engine: list[object] = field(default_factory=list)
-    filter_reason: list[str | None] = field(default_factory=list)
+
+@dataclass
+class PositionRows:
+    """Positions of one batch, one tuple per fix (POSITION_COLUMNS order), ready for COPY."""
+
+    rows: list[tuple[object, ...]] = field(default_factory=list)
     # fixes that carried engine values, as engine_samples rows
     engine_rows: list[tuple[object, ...]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.seq)
+        return len(self.rows)
 
     def add(
         self,
@@ -53,23 +47,13 @@ class PositionColumns:
         vehicle_id: int | None,
         filter_reason: str | None = None,
     ) -> None:
-        self.device_id.append(device_id)
-        self.boot_id.append(boot)
-        self.seq.append(fix.seq)
-        self.fix_time.append(ms_to_dt(fix.t))
-        self.recv_time.append(recv)
-        self.vehicle_id.append(vehicle_id)
-        self.lat.append(fix.lat)
-        self.lon.append(fix.lon)
-        self.speed.append(fix.spd)
-        self.heading.append(fix.hdg)
-        self.altitude.append(fix.alt)
-        self.hdop.append(fix.hdop)
-        self.sats.append(fix.sat)
-        self.fix_type.append(fix.fix)
-        self.engine.append(fix.eng.model_dump(exclude_none=True) if fix.eng else None)
-        self.filter_reason.append(filter_reason)
         e = fix.eng
+        self.rows.append((
+            device_id, boot, fix.seq, ms_to_dt(fix.t), recv, vehicle_id, fix.lat, fix.lon,
+            fix.spd, fix.hdg, fix.alt, fix.hdop, fix.sat, fix.fix,
+            orjson.dumps(e.model_dump(exclude_none=True)).decode() if e is not None else None,
+            filter_reason,
+        ))  # fmt: skip
         if e is not None:
             sample_ms = fix.t - (e.age or 0)
             self.engine_rows.append((
@@ -79,14 +63,18 @@ class PositionColumns:
             ))  # fmt: skip
 
 
-_INSERT_POSITIONS = """
-INSERT INTO positions (device_id, boot_id, seq, fix_time, recv_time, vehicle_id, lat, lon,
-                       speed, heading, altitude, hdop, sats, fix_type, engine, filter_reason)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[],
-                     $5::timestamptz[], $6::bigint[], $7::float8[], $8::float8[],
-                     $9::real[], $10::real[], $11::real[], $12::real[], $13::smallint[],
-                     $14::smallint[], $15::jsonb[], $16::text[])
-ON CONFLICT DO NOTHING
+# COPY into a per-connection staging table, then one set-based insert that
+# stays idempotent: a third faster than unnest() array parameters here (asyncpg
+# checks every array element in Python; COPY encodes records in C).
+# engine travels as JSON text: COPY's binary format has no jsonb encoder here.
+_STAGE_COLS = _COLS.replace("engine,", "engine::text AS engine,")
+_CREATE_STAGE = f"""
+CREATE TEMP TABLE IF NOT EXISTS positions_stage ON COMMIT DELETE ROWS AS
+SELECT {_STAGE_COLS} FROM positions WITH NO DATA
+"""
+_INSERT_POSITIONS = f"""
+INSERT INTO positions ({_COLS})
+SELECT {_COLS.replace("engine,", "engine::jsonb,")} FROM positions_stage ON CONFLICT DO NOTHING
 """
 
 
@@ -123,7 +111,7 @@ class StatusRow:
 
 async def write_batch(
     conn: asyncpg.Connection,
-    positions: PositionColumns,
+    positions: PositionRows,
     dead: list[DeadLetter],
     statuses: list[StatusRow],
 ) -> int:
@@ -131,26 +119,11 @@ async def write_batch(
     inserted = 0
     async with conn.transaction():
         if len(positions):
-            p = positions
-            result = await conn.execute(
-                _INSERT_POSITIONS,
-                p.device_id,
-                p.boot_id,
-                p.seq,
-                p.fix_time,
-                p.recv_time,
-                p.vehicle_id,
-                p.lat,
-                p.lon,
-                p.speed,
-                p.heading,
-                p.altitude,
-                p.hdop,
-                p.sats,
-                p.fix_type,
-                p.engine,
-                p.filter_reason,
+            await conn.execute(_CREATE_STAGE)
+            await conn.copy_records_to_table(
+                "positions_stage", records=positions.rows, columns=POSITION_COLUMNS
             )
+            result = await conn.execute(_INSERT_POSITIONS)
             inserted = int(result.rsplit(" ", 1)[1])
         if positions.engine_rows:
             await conn.execute(

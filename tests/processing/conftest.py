@@ -22,7 +22,7 @@ from fleet_cloud import directory
 from fleet_cloud.db import create_pool
 from fleet_cloud.processing.config import ProcessingSettings
 from fleet_cloud.processing.service import Processor
-from fleet_cloud.store import PositionColumns, write_batch
+from fleet_cloud.store import PositionRows, write_batch
 from fleet_wire import Fix
 from tests.harness import PG_ADMIN_DSN, create_database, drop_database, tool
 
@@ -68,7 +68,7 @@ async def store(
     pool: asyncpg.Pool, device_id: str, vehicle_id: int, fixes: list[dict[str, Any]], boot: int = 1
 ) -> int:
     """Store fixes through the ingest's own batch writer; return how many were new."""
-    cols = PositionColumns()
+    cols = PositionRows()
     now = datetime.now(UTC)
     for f in fixes:
         cols.add(device_id, boot, Fix.model_validate(f), now, vehicle_id)

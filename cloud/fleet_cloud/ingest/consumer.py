@@ -26,7 +26,7 @@ from fleet_cloud.ingest.mqtt_source import MqttSource
 from fleet_cloud.live import LiveState
 from fleet_cloud.registry import DeviceInfo, DeviceRegistry
 from fleet_cloud.settings import Settings
-from fleet_cloud.store import DeadLetter, PositionColumns, StatusRow, write_batch
+from fleet_cloud.store import DeadLetter, PositionRows, StatusRow, write_batch
 from fleet_wire import (
     CT_JSON,
     INGEST_SUBSCRIPTION,
@@ -58,7 +58,7 @@ ACK_MAX_RANGES = 1000  # fleet_wire.Ack limit per message
 
 @dataclass
 class Batch:
-    positions: PositionColumns = field(default_factory=PositionColumns)
+    positions: PositionRows = field(default_factory=PositionRows)
     dead: list[DeadLetter] = field(default_factory=list)
     statuses: list[StatusRow] = field(default_factory=list)
     # (device_id, boot) -> seqs this batch makes durable, acked after commit
@@ -306,6 +306,12 @@ class IngestWorker:
                 delay = min(0.5 * 2**failures, 10.0)
                 log.warning("batch write failed (%s); nothing acked, retry in %.1fs", e, delay)
                 await asyncio.sleep(delay)
+            except Exception:
+                # A bug must not end the flusher silently (nothing would ever be
+                # acked again): say so loudly and keep retrying; devices keep the data.
+                failures += 1
+                log.exception("batch write failed unexpectedly; nothing acked, retrying")
+                await asyncio.sleep(min(0.5 * 2**failures, 10.0))
 
     async def flush(self) -> None:
         """Write the pending batch in one transaction, then ack what it made durable."""
