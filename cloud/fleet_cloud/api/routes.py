@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from fleet_cloud.api.auth import CurrentUser, Principal, issue_token, verify_password
 from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError
 from fleet_cloud.live import LiveState
+from fleet_cloud.processing.geo import haversine_m
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -220,13 +221,8 @@ async def vehicle_positions(
     ] = "rows",
 ) -> Any:
     pool = _pool(request)
-    owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
-    if owner != user.tenant_id:  # another tenant's vehicle does not exist for you
-        raise ApiError(404, "not_found", f"vehicle {vehicle_id} not found")
-    end = _utc(to) if to else datetime.now(UTC)
-    start = _utc(from_) if from_ else end - timedelta(hours=24)
-    if start > end:
-        raise ApiError(422, "invalid_request", "from must be before to", "from")
+    await _own_vehicle(pool, vehicle_id, user)
+    start, end = _time_range(from_, to, timedelta(hours=24))
     if end - start > MAX_HISTORY:
         raise ApiError(
             422, "range_too_long", f"at most {MAX_HISTORY.days} days per request", "from"
@@ -273,13 +269,8 @@ async def vehicle_stats(
     to: Annotated[datetime | None, Query(description="default: now")] = None,
 ) -> list[StatsOut]:
     pool = _pool(request)
-    owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
-    if owner != user.tenant_id:
-        raise ApiError(404, "not_found", f"vehicle {vehicle_id} not found")
-    end = _utc(to) if to else datetime.now(UTC)
-    start = _utc(from_) if from_ else end - timedelta(days=31)
-    if start > end:
-        raise ApiError(422, "invalid_request", "from must be before to", "from")
+    await _own_vehicle(pool, vehicle_id, user)
+    start, end = _time_range(from_, to, timedelta(days=31))
     table = "vehicle_stats_hourly" if period == "hour" else "vehicle_stats_daily"
     rows = await pool.fetch(
         f"""SELECT bucket, fixes, distance_km, max_speed_kmh, avg_speed_kmh, moving_s, idle_s
@@ -311,8 +302,6 @@ async def vehicles_near(
     lon: Annotated[float, Query(ge=-180, le=180)],
     radius_km: Annotated[float, Query(gt=0, le=1000)] = 5.0,
 ) -> list[NearbyOut]:
-    from fleet_cloud.ingest.filters import haversine_m
-
     # Every API node's live state holds the whole fleet (the Redis relay fills
     # it), so a scan here answers the same as Redis' GEO set, without a round trip.
     live: LiveState = request.app.state.live
@@ -331,6 +320,24 @@ async def vehicles_near(
 
 def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+async def _own_vehicle(pool: asyncpg.Pool, vehicle_id: int, user: Principal) -> None:
+    """404 unless the vehicle is the caller's tenant's: another tenant's does not exist for you."""
+    owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
+    if owner != user.tenant_id:
+        raise ApiError(404, "not_found", f"vehicle {vehicle_id} not found")
+
+
+def _time_range(
+    from_: datetime | None, to: datetime | None, default: timedelta
+) -> tuple[datetime, datetime]:
+    """[from, to) in UTC: to defaults to now, from to `default` before it."""
+    end = _utc(to) if to else datetime.now(UTC)
+    start = _utc(from_) if from_ else end - default
+    if start > end:
+        raise ApiError(422, "invalid_request", "from must be before to", "from")
+    return start, end
 
 
 @router.get("/health", response_model=Health, tags=["ops"])

@@ -21,10 +21,10 @@ and exact per-vehicle order is the processing stage's business.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from fleet_cloud.processing.geo import haversine_m
 from fleet_wire import Fix
 
 INVALID_FIX = "invalid_fix"
@@ -35,7 +35,6 @@ DUPLICATE = "duplicate"
 SPEED_JUMP = "speed_jump"
 REASONS = (INVALID_FIX, ZERO_POSITION, FUTURE, TOO_OLD, DUPLICATE, SPEED_JUMP)
 
-_EARTH_RADIUS_M = 6_371_008.8
 # Below this distance an implied speed is GNSS jitter, not a jump.
 _JUMP_MIN_DISTANCE_M = 500.0
 
@@ -57,13 +56,6 @@ class FilterLimits:
 
     def _asdict(self) -> dict[str, float | int]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * _EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
 
 
 class PlausibilityFilter:
