@@ -61,3 +61,10 @@ class Settings(BaseSettings):
     tiles_attribution: str = ""
     map_center: tuple[float, float] = (52.52, 13.405)
     map_zoom: int = 12
+
+    # Auth (see docs/api.md). Refresh tokens rotate on every use; a session
+    # lives at most this long without a new login.
+    refresh_ttl_s: int = 30 * 86400
+    # Failed logins per (email, client IP) per window before answering 429.
+    login_max_failures: int = 10
+    login_window_s: int = 60

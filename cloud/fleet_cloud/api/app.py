@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from fleet_cloud import maintenance
-from fleet_cloud.api import errors, events, ingest_http, routes, ws
+from fleet_cloud.api import auth_routes, errors, events, ingest_http, routes, ws
 from fleet_cloud.db import create_pool
 from fleet_cloud.ingest.consumer import IngestWorker
 from fleet_cloud.live import LiveState, VehicleState
@@ -112,6 +112,7 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    app.include_router(auth_routes.router)
     app.include_router(routes.router)
     app.include_router(ingest_http.router)
     app.include_router(events.router)

@@ -56,6 +56,7 @@ def install(app: FastAPI) -> None:
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
+    403: {"model": ErrorResponse, "description": "Your role may not do this"},
     404: {"model": ErrorResponse, "description": "No such resource in your tenant"},
     422: {"model": ErrorResponse, "description": "Invalid request; `field` names the culprit"},
 }

@@ -12,7 +12,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from fleet_cloud.api.auth import CurrentUser, Principal
+from fleet_cloud.api.auth import CurrentUser, Principal, require_role
 from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError
 from fleet_cloud.processing.geofences import KINDS, GeofenceError, validate
 from fleet_cloud.processing.rules import DEFAULTS, RULE_NAMES, SEVERITIES, TRIP_DEFAULTS, RuleSet
@@ -21,7 +21,10 @@ from fleet_cloud.store import dt_to_ms
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 EDITORS = ("owner", "manager")
-ACKERS = ("owner", "manager", "dispatcher")
+ACKERS = ("owner", "manager", "dispatcher")  # acknowledge alerts, plan and settle routes
+# Everyone but installers: they see vehicles and positions (routes.py), what fitting a
+# device needs, not the tenant's events, trips or set-up.
+READERS = ("owner", "manager", "dispatcher", "viewer")
 Severity = Literal["info", "warning", "critical"]
 MAX_RANGE = timedelta(days=92)
 _KIND_OF = {"Point": "circle", "Polygon": "polygon", "LineString": "corridor"}
@@ -33,6 +36,7 @@ def _pool(request: Request) -> asyncpg.Pool:
 
 
 def _require(user: Principal, roles: tuple[str, ...]) -> None:
+    """For a check inside a handler; routes declare theirs with require_role."""
     if user.role not in roles:
         raise ApiError(403, "forbidden", f"role {user.role!r} may not do this")
 
@@ -177,7 +181,12 @@ def _values(kind: str, hours: dict[str, Any] | None, body: GeofenceFeatureIn) ->
     ]
 
 
-@router.get("/geofences", response_model=GeofenceCollection, tags=["geofences"])
+@router.get(
+    "/geofences",
+    response_model=GeofenceCollection,
+    tags=["geofences"],
+    dependencies=[require_role(*READERS)],
+)
 async def list_geofences(user: CurrentUser, request: Request) -> GeofenceCollection:
     rows = await _pool(request).fetch(
         "SELECT * FROM geofences WHERE tenant_id = $1 ORDER BY id", user.tenant_id
@@ -185,11 +194,16 @@ async def list_geofences(user: CurrentUser, request: Request) -> GeofenceCollect
     return GeofenceCollection(features=[_feature(r) for r in rows])
 
 
-@router.post("/geofences", response_model=GeofenceFeature, status_code=201, tags=["geofences"])
+@router.post(
+    "/geofences",
+    response_model=GeofenceFeature,
+    status_code=201,
+    tags=["geofences"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def create_geofence(
     body: GeofenceFeatureIn, user: CurrentUser, request: Request
 ) -> GeofenceFeature:
-    _require(user, EDITORS)
     kind, hours = _validated(body)
     pool = _pool(request)
     await _check_scope(pool, user, body.properties)
@@ -204,7 +218,12 @@ async def create_geofence(
     return _feature(row)
 
 
-@router.get("/geofences/{geofence_id}", response_model=GeofenceFeature, tags=["geofences"])
+@router.get(
+    "/geofences/{geofence_id}",
+    response_model=GeofenceFeature,
+    tags=["geofences"],
+    dependencies=[require_role(*READERS)],
+)
 async def get_geofence(geofence_id: int, user: CurrentUser, request: Request) -> GeofenceFeature:
     row = await _pool(request).fetchrow(
         "SELECT * FROM geofences WHERE id = $1 AND tenant_id = $2", geofence_id, user.tenant_id
@@ -214,11 +233,15 @@ async def get_geofence(geofence_id: int, user: CurrentUser, request: Request) ->
     return _feature(row)
 
 
-@router.put("/geofences/{geofence_id}", response_model=GeofenceFeature, tags=["geofences"])
+@router.put(
+    "/geofences/{geofence_id}",
+    response_model=GeofenceFeature,
+    tags=["geofences"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def replace_geofence(
     geofence_id: int, body: GeofenceFeatureIn, user: CurrentUser, request: Request
 ) -> GeofenceFeature:
-    _require(user, EDITORS)
     kind, hours = _validated(body)
     pool = _pool(request)
     await _check_scope(pool, user, body.properties)
@@ -235,9 +258,13 @@ async def replace_geofence(
     return _feature(row)
 
 
-@router.delete("/geofences/{geofence_id}", status_code=204, tags=["geofences"])
+@router.delete(
+    "/geofences/{geofence_id}",
+    status_code=204,
+    tags=["geofences"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def delete_geofence(geofence_id: int, user: CurrentUser, request: Request) -> Response:
-    _require(user, EDITORS)
     done = await _pool(request).execute(
         "DELETE FROM geofences WHERE id = $1 AND tenant_id = $2", geofence_id, user.tenant_id
     )
@@ -291,7 +318,9 @@ def _event(r: asyncpg.Record) -> EventOut:
     )
 
 
-@router.get("/events", response_model=list[EventOut], tags=["events"])
+@router.get(
+    "/events", response_model=list[EventOut], tags=["events"], dependencies=[require_role(*READERS)]
+)
 async def list_events(
     user: CurrentUser,
     request: Request,
@@ -331,7 +360,9 @@ async def list_events(
     return [_event(r) for r in rows]
 
 
-@router.get("/alerts", response_model=list[EventOut], tags=["events"])
+@router.get(
+    "/alerts", response_model=list[EventOut], tags=["events"], dependencies=[require_role(*READERS)]
+)
 async def list_alerts(
     user: CurrentUser,
     request: Request,
@@ -348,10 +379,14 @@ async def list_alerts(
     return [_event(r) for r in rows]
 
 
-@router.post("/events/{event_id}/acknowledge", response_model=EventOut, tags=["events"])
+@router.post(
+    "/events/{event_id}/acknowledge",
+    response_model=EventOut,
+    tags=["events"],
+    dependencies=[require_role(*ACKERS)],
+)
 async def acknowledge_event(event_id: int, user: CurrentUser, request: Request) -> EventOut:
     """Acknowledge an event (idempotent: the first acknowledgement is kept)."""
-    _require(user, ACKERS)
     row = await _pool(request).fetchrow(
         """UPDATE events SET acknowledged_at = COALESCE(acknowledged_at, now()),
                              acknowledged_by = COALESCE(acknowledged_by, $3)
@@ -419,7 +454,12 @@ FromQ = Annotated[datetime | None, Query(alias="from", description="ISO-8601; de
 ToQ = Annotated[datetime | None, Query(description="ISO-8601; default now")]
 
 
-@router.get("/vehicles/{vehicle_id}/trips", response_model=list[TripOut], tags=["trips"])
+@router.get(
+    "/vehicles/{vehicle_id}/trips",
+    response_model=list[TripOut],
+    tags=["trips"],
+    dependencies=[require_role(*READERS)],
+)
 async def vehicle_trips(
     vehicle_id: int, user: CurrentUser, request: Request, from_: FromQ = None, to: ToQ = None
 ) -> list[TripOut]:
@@ -468,7 +508,12 @@ class DayBehaviour(BaseModel):
     fuel_l: float | None
 
 
-@router.get("/vehicles/{vehicle_id}/behaviour", response_model=list[DayBehaviour], tags=["trips"])
+@router.get(
+    "/vehicles/{vehicle_id}/behaviour",
+    response_model=list[DayBehaviour],
+    tags=["trips"],
+    dependencies=[require_role(*READERS)],
+)
 async def vehicle_behaviour(
     vehicle_id: int,
     user: CurrentUser,
@@ -524,7 +569,12 @@ class OdometerOut(BaseModel):
     as_of: int | None = Field(description="fix time of the newest processed fix, UTC ms")
 
 
-@router.get("/vehicles/{vehicle_id}/odometer", response_model=OdometerOut, tags=["trips"])
+@router.get(
+    "/vehicles/{vehicle_id}/odometer",
+    response_model=OdometerOut,
+    tags=["trips"],
+    dependencies=[require_role(*READERS)],
+)
 async def vehicle_odometer(vehicle_id: int, user: CurrentUser, request: Request) -> OdometerOut:
     pool = _pool(request)
     owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
@@ -555,7 +605,12 @@ async def vehicle_odometer(vehicle_id: int, user: CurrentUser, request: Request)
     )
 
 
-@router.get("/vehicles/{vehicle_id}/stops", response_model=list[StopOut], tags=["trips"])
+@router.get(
+    "/vehicles/{vehicle_id}/stops",
+    response_model=list[StopOut],
+    tags=["trips"],
+    dependencies=[require_role(*READERS)],
+)
 async def vehicle_stops(
     vehicle_id: int, user: CurrentUser, request: Request, from_: FromQ = None, to: ToQ = None
 ) -> list[StopOut]:
@@ -606,7 +661,9 @@ def _known_params(rule: str) -> dict[str, Any]:
     return DEFAULTS[rule][1]
 
 
-@router.get("/rules", response_model=list[RuleOut], tags=["rules"])
+@router.get(
+    "/rules", response_model=list[RuleOut], tags=["rules"], dependencies=[require_role(*READERS)]
+)
 async def list_rules(user: CurrentUser, request: Request) -> list[RuleOut]:
     """Every rule with the tenant's effective settings (defaults where not set), then
     per-vehicle overrides."""
@@ -643,9 +700,10 @@ async def list_rules(user: CurrentUser, request: Request) -> list[RuleOut]:
     return out
 
 
-@router.put("/rules/{rule}", response_model=RuleOut, tags=["rules"])
+@router.put(
+    "/rules/{rule}", response_model=RuleOut, tags=["rules"], dependencies=[require_role(*EDITORS)]
+)
 async def put_rule(rule: str, body: RuleIn, user: CurrentUser, request: Request) -> RuleOut:
-    _require(user, EDITORS)
     if rule not in RULE_NAMES:
         raise ApiError(404, "not_found", f"no rule {rule!r}; rules: {', '.join(RULE_NAMES)}")
     unknown = set(body.params) - set(_known_params(rule))
@@ -720,9 +778,13 @@ class DeliveryOut(BaseModel):
     sent_at: datetime | None
 
 
-@router.get("/webhooks", response_model=list[WebhookOut], tags=["webhooks"])
+@router.get(
+    "/webhooks",
+    response_model=list[WebhookOut],
+    tags=["webhooks"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def list_webhooks(user: CurrentUser, request: Request) -> list[WebhookOut]:
-    _require(user, EDITORS)
     rows = await _pool(request).fetch(
         "SELECT * FROM webhooks WHERE tenant_id = $1 ORDER BY id", user.tenant_id
     )
@@ -738,9 +800,14 @@ async def list_webhooks(user: CurrentUser, request: Request) -> list[WebhookOut]
     ]
 
 
-@router.post("/webhooks", response_model=WebhookOut, status_code=201, tags=["webhooks"])
+@router.post(
+    "/webhooks",
+    response_model=WebhookOut,
+    status_code=201,
+    tags=["webhooks"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def create_webhook(body: WebhookIn, user: CurrentUser, request: Request) -> WebhookOut:
-    _require(user, EDITORS)
     bad = [t for t in body.types or [] if t not in DEFAULTS]
     if bad:
         raise ApiError(422, "invalid_webhook", f"unknown event types {bad}", "types")
@@ -765,9 +832,13 @@ async def create_webhook(body: WebhookIn, user: CurrentUser, request: Request) -
     )
 
 
-@router.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"])
+@router.delete(
+    "/webhooks/{webhook_id}",
+    status_code=204,
+    tags=["webhooks"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def delete_webhook(webhook_id: int, user: CurrentUser, request: Request) -> Response:
-    _require(user, EDITORS)
     done = await _pool(request).execute(
         "DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2", webhook_id, user.tenant_id
     )
@@ -777,7 +848,10 @@ async def delete_webhook(webhook_id: int, user: CurrentUser, request: Request) -
 
 
 @router.get(
-    "/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut], tags=["webhooks"]
+    "/webhooks/{webhook_id}/deliveries",
+    response_model=list[DeliveryOut],
+    tags=["webhooks"],
+    dependencies=[require_role(*EDITORS)],
 )
 async def webhook_deliveries(
     webhook_id: int,
@@ -785,8 +859,12 @@ async def webhook_deliveries(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeliveryOut]:
-    _require(user, EDITORS)
-    rows = await _pool(request).fetch(
+    pool = _pool(request)
+    if not await pool.fetchval(
+        "SELECT 1 FROM webhooks WHERE id = $1 AND tenant_id = $2", webhook_id, user.tenant_id
+    ):  # another tenant's webhook does not exist for you (not an empty list)
+        raise ApiError(404, "not_found", f"webhook {webhook_id} not found")
+    rows = await pool.fetch(
         """SELECT d.* FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
            WHERE d.webhook_id = $1 AND w.tenant_id = $2 ORDER BY d.id DESC LIMIT $3""",
         webhook_id,
@@ -813,9 +891,13 @@ class EmailRecipientOut(BaseModel):
     enabled: bool
 
 
-@router.get("/email-recipients", response_model=list[EmailRecipientOut], tags=["notifications"])
+@router.get(
+    "/email-recipients",
+    response_model=list[EmailRecipientOut],
+    tags=["notifications"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def list_email_recipients(user: CurrentUser, request: Request) -> list[EmailRecipientOut]:
-    _require(user, EDITORS)
     rows = await _pool(request).fetch(
         "SELECT * FROM email_recipients WHERE tenant_id = $1 ORDER BY id", user.tenant_id
     )
@@ -827,11 +909,11 @@ async def list_email_recipients(user: CurrentUser, request: Request) -> list[Ema
     response_model=EmailRecipientOut,
     status_code=201,
     tags=["notifications"],
+    dependencies=[require_role(*EDITORS)],
 )
 async def add_email_recipient(
     body: EmailRecipientIn, user: CurrentUser, request: Request
 ) -> EmailRecipientOut:
-    _require(user, EDITORS)
     bad = [t for t in body.types or [] if t not in DEFAULTS]
     if bad:
         raise ApiError(422, "invalid_recipient", f"unknown event types {bad}", "types")
@@ -850,11 +932,15 @@ async def add_email_recipient(
     return EmailRecipientOut(**{k: row[k] for k in EmailRecipientOut.model_fields})
 
 
-@router.delete("/email-recipients/{recipient_id}", status_code=204, tags=["notifications"])
+@router.delete(
+    "/email-recipients/{recipient_id}",
+    status_code=204,
+    tags=["notifications"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def delete_email_recipient(
     recipient_id: int, user: CurrentUser, request: Request
 ) -> Response:
-    _require(user, EDITORS)
     done = await _pool(request).execute(
         "DELETE FROM email_recipients WHERE id = $1 AND tenant_id = $2",
         recipient_id,
@@ -946,9 +1032,14 @@ async def _routes_out(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[Ro
     ]
 
 
-@router.post("/routes", response_model=RouteOut, status_code=201, tags=["routes"])
+@router.post(
+    "/routes",
+    response_model=RouteOut,
+    status_code=201,
+    tags=["routes"],
+    dependencies=[require_role(*ACKERS)],
+)
 async def create_route(body: RouteIn, user: CurrentUser, request: Request) -> RouteOut:
-    _require(user, ACKERS)  # dispatchers plan routes
     start, end = _utc(body.planned_start), _utc(body.planned_end)
     assert start is not None and end is not None
     if end <= start:
@@ -1007,7 +1098,9 @@ async def create_route(body: RouteIn, user: CurrentUser, request: Request) -> Ro
     return (await _routes_out(pool, [row]))[0]
 
 
-@router.get("/routes", response_model=list[RouteOut], tags=["routes"])
+@router.get(
+    "/routes", response_model=list[RouteOut], tags=["routes"], dependencies=[require_role(*READERS)]
+)
 async def list_routes(
     user: CurrentUser,
     request: Request,
@@ -1025,7 +1118,12 @@ async def list_routes(
     return await _routes_out(pool, list(rows))
 
 
-@router.get("/routes/{route_id}", response_model=RouteOut, tags=["routes"])
+@router.get(
+    "/routes/{route_id}",
+    response_model=RouteOut,
+    tags=["routes"],
+    dependencies=[require_role(*READERS)],
+)
 async def get_route(route_id: int, user: CurrentUser, request: Request) -> RouteOut:
     pool = _pool(request)
     row = await pool.fetchrow(
@@ -1043,13 +1141,15 @@ class StopStatusIn(BaseModel):
 
 
 @router.put(
-    "/routes/{route_id}/stops/{stop_id}/status", response_model=RouteStopOut, tags=["routes"]
+    "/routes/{route_id}/stops/{stop_id}/status",
+    response_model=RouteStopOut,
+    tags=["routes"],
+    dependencies=[require_role(*ACKERS)],
 )
 async def set_stop_status(
     route_id: int, stop_id: int, body: StopStatusIn, user: CurrentUser, request: Request
 ) -> RouteStopOut:
     """Settle a stop by hand (customer cancelled, delivered by someone else...)."""
-    _require(user, ACKERS)
     row = await _pool(request).fetchrow(
         """UPDATE route_stops s SET manual_status = $4,
                   manual_by = CASE WHEN $4::text IS NULL THEN NULL ELSE $5::bigint END,
@@ -1068,9 +1168,10 @@ async def set_stop_status(
     return _stop_out(row)
 
 
-@router.delete("/routes/{route_id}", status_code=204, tags=["routes"])
+@router.delete(
+    "/routes/{route_id}", status_code=204, tags=["routes"], dependencies=[require_role(*ACKERS)]
+)
 async def delete_route(route_id: int, user: CurrentUser, request: Request) -> Response:
-    _require(user, ACKERS)
     done = await _pool(request).execute(
         "DELETE FROM routes WHERE id = $1 AND tenant_id = $2", route_id, user.tenant_id
     )
@@ -1171,7 +1272,12 @@ async def _set_members(
     )
 
 
-@router.get("/vehicle-groups", response_model=list[VehicleGroupOut], tags=["geofences"])
+@router.get(
+    "/vehicle-groups",
+    response_model=list[VehicleGroupOut],
+    tags=["geofences"],
+    dependencies=[require_role(*READERS)],
+)
 async def list_vehicle_groups(user: CurrentUser, request: Request) -> list[VehicleGroupOut]:
     pool = _pool(request)
     ids = await pool.fetch(
@@ -1180,11 +1286,16 @@ async def list_vehicle_groups(user: CurrentUser, request: Request) -> list[Vehic
     return [await _group_out(pool, user.tenant_id, r["id"]) for r in ids]
 
 
-@router.post("/vehicle-groups", response_model=VehicleGroupOut, status_code=201, tags=["geofences"])
+@router.post(
+    "/vehicle-groups",
+    response_model=VehicleGroupOut,
+    status_code=201,
+    tags=["geofences"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def create_vehicle_group(
     body: VehicleGroupIn, user: CurrentUser, request: Request
 ) -> VehicleGroupOut:
-    _require(user, EDITORS)
     pool = _pool(request)
     async with pool.acquire() as conn, conn.transaction():
         gid = await conn.fetchval(
@@ -1200,13 +1311,15 @@ async def create_vehicle_group(
 
 
 @router.put(
-    "/vehicle-groups/{group_id}/vehicles", response_model=VehicleGroupOut, tags=["geofences"]
+    "/vehicle-groups/{group_id}/vehicles",
+    response_model=VehicleGroupOut,
+    tags=["geofences"],
+    dependencies=[require_role(*EDITORS)],
 )
 async def set_vehicle_group_members(
     group_id: int, vehicle_ids: list[int], user: CurrentUser, request: Request
 ) -> VehicleGroupOut:
     """Replace the group's members (processing uses them from the next fixes on)."""
-    _require(user, EDITORS)
     pool = _pool(request)
     await _group_out(pool, user.tenant_id, group_id)  # 404 for another tenant's group
     async with pool.acquire() as conn, conn.transaction():
@@ -1214,9 +1327,13 @@ async def set_vehicle_group_members(
     return await _group_out(pool, user.tenant_id, group_id)
 
 
-@router.delete("/vehicle-groups/{group_id}", status_code=204, tags=["geofences"])
+@router.delete(
+    "/vehicle-groups/{group_id}",
+    status_code=204,
+    tags=["geofences"],
+    dependencies=[require_role(*EDITORS)],
+)
 async def delete_vehicle_group(group_id: int, user: CurrentUser, request: Request) -> Response:
-    _require(user, EDITORS)
     pool = _pool(request)
     try:
         done = await pool.execute(

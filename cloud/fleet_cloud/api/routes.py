@@ -1,4 +1,7 @@
-"""REST resources of the slice: login, UI config, vehicles with live state, position history."""
+"""REST resources of the slice: UI config, vehicles with live state, position history.
+
+Login and the other auth endpoints are in auth_routes.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from fleet_cloud.api.auth import CurrentUser, Principal, issue_token, verify_password
+from fleet_cloud.api.auth import CurrentUser, Principal
 from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError
 from fleet_cloud.live import LiveState
 from fleet_cloud.processing.geo import haversine_m
@@ -19,24 +22,6 @@ router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 MAX_HISTORY = timedelta(days=31)
 MAX_POSITIONS = 100_000
-
-
-class LoginRequest(BaseModel):
-    email: Annotated[str, Field(min_length=3, max_length=254)]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
-
-
-class UserOut(BaseModel):
-    email: str
-    role: str
-    tenant_id: int
-
-
-class LoginResponse(BaseModel):
-    access_token: str
-    token_type: str = "bearer"
-    expires_in: int
-    user: UserOut
 
 
 class UiConfig(BaseModel):
@@ -92,23 +77,6 @@ class Health(BaseModel):
 def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
-
-
-@router.post("/auth/login", response_model=LoginResponse, tags=["auth"])
-async def login(body: LoginRequest, request: Request) -> LoginResponse:
-    row = await _pool(request).fetchrow(
-        "SELECT id, tenant_id, email, password_hash, role FROM users WHERE email = $1",
-        body.email.lower(),
-    )
-    if not verify_password(row["password_hash"] if row else None, body.password) or row is None:
-        raise ApiError(401, "invalid_credentials", "wrong email or password")
-    p = Principal(row["id"], row["tenant_id"], row["email"], row["role"])
-    settings = request.app.state.settings
-    return LoginResponse(
-        access_token=issue_token(settings, p),
-        expires_in=settings.jwt_ttl_s,
-        user=UserOut(email=p.email, role=p.role, tenant_id=p.tenant_id),
-    )
 
 
 @router.get("/ui-config", response_model=UiConfig, tags=["dashboard"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from fleet_cloud.api.auth import Principal, decode_token
+from fleet_cloud.api.auth import Principal, authenticate
 from fleet_cloud.api.errors import ApiError
 from fleet_cloud.live import LiveState, VehicleState
 from fleet_cloud.settings import Settings
@@ -122,7 +123,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(code=1008, reason="origin not allowed")
         return
     try:
-        who = decode_token(settings, ws.query_params.get("token", ""))
+        who = await authenticate(settings, hub.pool, ws.query_params.get("token", ""))
     except ApiError:
         await ws.close(code=1008, reason="invalid or expired token")
         return
@@ -130,6 +131,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     client = WsClient(ws, who, settings.ws_tick_ms / 1000)
     hub.clients.add(client)
     sender = asyncio.create_task(client.sender(), name="ws-sender")
+    expiry = asyncio.create_task(_close_at_expiry(ws, who.exp), name="ws-expiry")
     try:
         while True:
             text = await ws.receive_text()
@@ -139,8 +141,23 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     finally:
         hub.clients.discard(client)
         sender.cancel()
+        expiry.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sender
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
+
+
+async def _close_at_expiry(ws: WebSocket, exp: int | None) -> None:
+    """The token is re-checked when it expires: the connection ends there (1008).
+
+    API keys (exp None) last until deleted. A client reconnects with a fresh token.
+    """
+    if exp is None:
+        return
+    await asyncio.sleep(max(0.0, exp - time.time()))
+    with contextlib.suppress(RuntimeError):  # already closing
+        await ws.close(code=1008, reason="token expired")
 
 
 async def _on_message(client: WsClient, hub: Hub, text: str) -> None:
