@@ -121,7 +121,7 @@ def raw_broker_rate(broker: Broker, devices: list[str], messages: int) -> float:
 
 
 async def raw_db_rates(dsn: str, rows: int) -> tuple[float, float]:
-    """Rows/s of a bare COPY and of our idempotent set-based insert, same table shape."""
+    """Rows/s of a bare COPY into positions, and of our idempotent batch write (write_batch)."""
     from fleet_cloud.store import PositionRows, write_batch
     from fleet_wire import Fix
 
@@ -292,7 +292,7 @@ def report(r: dict[str, object]) -> None:
     print(f"{'measure':<44}{'rate/s':>12}{'vs raw broker':>15}{'vs raw insert':>15}")
     print(f"{'raw broker, C clients, QoS 1 (msgs)':<44}{raw_b:>12,.0f}")
     print(f"{'raw COPY into positions (rows)':<44}{float(r['raw_copy_rows_per_s']):>12,.0f}")  # type: ignore[arg-type]
-    print(f"{'raw idempotent INSERT ... unnest (rows)':<44}{raw_i:>12,.0f}")
+    print(f"{'raw idempotent COPY+INSERT ON CONFLICT (rows)':<44}{raw_i:>12,.0f}")
     for workers in (1, 2):
         for per_msg in (1, 10):
             o = r[f"ours_{per_msg}fix_{workers}w"]
