@@ -9,9 +9,10 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: the broker, the database, Redis (optional at run time), gpsd
-# and gpsfake (GPS tests), Chromium (dashboard tests), venv support.
+# and gpsfake (GPS tests), Chromium (dashboard tests), venv support, faketime
+# (device clock-jump fault tests, tests/faults).
 packages=(mosquitto mosquitto-clients postgresql redis-server gpsd gpsd-clients chromium
-          python3-venv ca-certificates)
+          python3-venv ca-certificates faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

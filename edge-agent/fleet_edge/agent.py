@@ -12,14 +12,16 @@ TimeoutStopSec must stay above it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import signal
 
 from fleet_edge.config import AgentConfig
 from fleet_edge.gps.fix import GpsFix, GpsReading
-from fleet_edge.gps.serial_source import GpsSerialSource
+from fleet_edge.gps.source import make_gps_source
 from fleet_edge.health import HealthReporter
+from fleet_edge.obd.poller import ObdPoller
 from fleet_edge.outbox import Outbox
 from fleet_edge.outbox_writer import OutboxWriter
 from fleet_edge.publisher import Publisher
@@ -45,7 +47,9 @@ class Agent:
         self.boot = boot
         self.outbox = outbox
         self.readings: asyncio.Queue[GpsReading] = asyncio.Queue(READINGS_QUEUE_MAX)
-        self.gps = GpsSerialSource(cfg.gps, self.readings)
+        self.gps = make_gps_source(cfg.gps, self.readings)
+        # Engine values and ignition, attached to the fixes that follow them.
+        self.obd = ObdPoller(cfg.obd) if cfg.obd.enabled else None
         self.sampler = Sampler(cfg.sampler)
         # The publisher asks the health reporter for a status on each connect;
         # the health reporter reads the publisher's counters: hence the lambda.
@@ -65,6 +69,7 @@ class Agent:
             self.sampler,
             self.writer,
             self.publisher,
+            obd=self.obd,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -79,6 +84,7 @@ class Agent:
         )
         async with asyncio.TaskGroup() as tg:
             gps = tg.create_task(self.gps.run(), name="gps-source")
+            obd = tg.create_task(self.obd.run(), name="obd-poller") if self.obd else None
             sampler = tg.create_task(self._sample(), name="sampler")
             writer = tg.create_task(self.writer.run(), name="outbox-writer")
             publisher = tg.create_task(self.publisher.run(), name="publisher")
@@ -88,6 +94,8 @@ class Agent:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + STOP_BUDGET_S
             gps.cancel()
+            if obd is not None:
+                obd.cancel()
             health.cancel()
             await asyncio.wait({gps})
             self._drain_readings()
@@ -106,7 +114,12 @@ class Agent:
             self._take(await self.readings.get())
 
     def _take(self, reading: GpsReading) -> None:
-        if isinstance(reading, GpsFix) and self.sampler.accept(reading):
+        if not isinstance(reading, GpsFix):
+            return
+        ignition = self.obd.ignition if self.obd is not None else None
+        if self.sampler.accept(reading, ignition):
+            if self.obd is not None:
+                reading = dataclasses.replace(reading, eng=self.obd.snapshot())
             self.writer.submit(reading)
 
     def _drain_readings(self) -> None:

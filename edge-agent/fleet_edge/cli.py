@@ -122,6 +122,56 @@ def status(
     typer.echo(format_stats(outbox, st))
 
 
+@app.command()
+def doctor(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
+    device_id: Annotated[str | None, typer.Option(help="Override device_id.")] = None,
+    broker: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Override broker host and port.")
+    ] = None,
+    gps_serial: Annotated[
+        Path | None, typer.Option(help="Check this GPS serial port (gps.source = serial).")
+    ] = None,
+    gpsd: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Check GPS through this gpsd instead.")
+    ] = None,
+    obd_serial: Annotated[
+        Path | None, typer.Option(help="Check this ELM327 port (enables the OBD checks).")
+    ] = None,
+    outbox: Annotated[Path | None, typer.Option(help="Override the outbox file.")] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for a GPS fix and an ECU.")
+    ] = 30.0,
+) -> None:
+    """Check GPS fix, OBD link, broker round trip, clock and disk; exit 1 if any check fails."""
+    from fleet_edge.doctor import format_report, run_doctor
+
+    overrides: dict[str, Any] = {
+        "device_id": device_id,
+        "gps.port": gps_serial,
+        "obd.port": obd_serial,
+        "obd.enabled": True if obd_serial is not None else None,
+        "outbox.path": outbox,
+    }
+    try:
+        if broker is not None:
+            overrides["broker.host"], overrides["broker.port"] = parse_host_port(broker)
+        if gpsd is not None:
+            overrides["gps.source"] = "gpsd"
+            try:
+                overrides["gps.gpsd_host"], overrides["gps.gpsd_port"] = parse_host_port(gpsd)
+            except ConfigError:
+                raise _fail(f"--gpsd {gpsd!r}: expected HOST:PORT") from None
+        cfg = load_config(config, overrides)
+    except ConfigError as e:
+        raise _fail(str(e)) from None
+    logging.basicConfig(level=logging.CRITICAL)  # the report says it all; no log noise
+    checks = asyncio.run(run_doctor(cfg, timeout))
+    typer.echo(format_report(cfg.device_id, checks))
+    if any(c.result == "FAIL" for c in checks):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

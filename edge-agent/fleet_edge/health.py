@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from pydantic import ValidationError
 
 from fleet_edge import __version__
-from fleet_edge.gps.serial_source import GpsSerialSource
+from fleet_edge.gps.source import GpsSource
+from fleet_edge.obd.poller import ObdPoller
 from fleet_edge.outbox import Outbox, OutboxStats
 from fleet_edge.outbox_writer import OutboxWriter
 from fleet_edge.publisher import Publisher
@@ -32,10 +33,11 @@ class HealthReporter:
         boot: int,
         interval_s: float,
         outbox: Outbox,
-        gps: GpsSerialSource,
+        gps: GpsSource,
         sampler: Sampler,
         writer: OutboxWriter,
         publisher: Publisher,
+        obd: ObdPoller | None = None,
     ) -> None:
         self._boot = boot
         self._interval = interval_s
@@ -44,6 +46,7 @@ class HealthReporter:
         self._sampler = sampler
         self._writer = writer
         self._publisher = publisher
+        self._obd = obd
 
     async def build_status(self) -> Status:
         st = await self._outbox.stats()
@@ -77,7 +80,10 @@ class HealthReporter:
                 "sampler": {
                     "seen": self._sampler.stats.seen,
                     "recorded": self._sampler.stats.recorded,
+                    "events": dict(self._sampler.stats.events),
+                    "moving": self._sampler.moving,
                 },
+                **({"obd": self._obd.health()} if self._obd is not None else {}),
                 "writer": {
                     "invalid": w.invalid,
                     "queue_full": w.queue_full,

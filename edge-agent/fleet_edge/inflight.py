@@ -57,8 +57,12 @@ class InFlight:
     def tracks(self, batch: Batch) -> bool:
         return any(b is batch for b in self._batches)
 
-    def has_room(self) -> bool:
-        return len(self._batches) < self._max
+    def has_room(self, *, live: bool = False) -> bool:
+        """Room for one more batch. The last slot is kept for live fixes: a
+        backlog drain that filled the window would otherwise make the newest
+        position wait for an ack round trip (and behind the drain's bytes)."""
+        limit = self._max if live or self._max == 1 else self._max - 1
+        return len(self._batches) < limit
 
     def seqs(self) -> int:
         return sum(len(b.seqs) for b in self._batches)

@@ -5,11 +5,12 @@ and deleted only when the cloud acknowledges it end to end.
 dedicated worker thread so the event loop never waits on the SD card and the
 connection never leaves the thread that opened it.
 
-Caps: ``max_rows`` and ``max_bytes`` (sum of stored fix bodies). When a commit
-would exceed either, the OLDEST rows are deleted (the newest data is the most
-useful to a dispatcher, and a cap must keep the card from filling). Drops are
-counted in the ``meta`` table, so the count survives restarts, and reported in
-stats and logs: never silent.
+Caps: ``max_rows`` and ``max_bytes``. ``max_bytes`` bounds the outbox's whole
+footprint on the card: the database file, its WAL and the WAL index (see
+``DiskBudget``). When a commit would exceed either cap, the OLDEST rows are
+deleted (the newest data is the most useful to a dispatcher, and a cap must
+keep the card from filling). Drops are counted in the ``meta`` table, so the
+count survives restarts, and reported in stats and logs: never silent.
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+
+PAGE_SIZE = 4096  # SQLite's default, stated so the budget below is exact
+# On-disk cost of one row beyond its body: b-tree cell (rowid, header, boot,
+# t), cell pointer, and leaf pages that are not quite full. Measured about
+# 30 B for a 113 B body with append-only inserts; 32 plus FILL_FACTOR leave room.
+ROW_OVERHEAD = 32
+FILL_FACTOR = 0.92
+# Always on disk whatever the rows: the WAL index (-shm, 32 KiB) and the pages
+# of the schema, sqlite_sequence, meta and the b-tree interior.
+FIXED_BYTES = 32 * 1024 + 8 * PAGE_SIZE
+MIN_WAL_BYTES = 16 * PAGE_SIZE
+MAX_WAL_BYTES = 4 * 1024 * 1024
+MIN_MAX_BYTES = 160 * 1024
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     -- AUTOINCREMENT: SQLite then never hands out a seq again, even after the
@@ -53,6 +67,39 @@ class OutboxError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class DiskBudget:
+    """How ``max_bytes`` of card space is split between the WAL and the rows.
+
+    The WAL is bounded by checkpointing every ``wal_bytes / 2`` (one commit may
+    run past the threshold, a second half is its room) and truncating it back
+    to ``wal_bytes`` (journal_size_limit). Rows are charged ``row_cost`` each,
+    so the main file (free pages are reused, never grown past the high-water
+    mark) stays within ``rows_bytes``.
+    """
+
+    wal_bytes: int
+    rows_bytes: int
+
+    @classmethod
+    def for_cap(cls, max_bytes: int) -> DiskBudget:
+        if max_bytes < MIN_MAX_BYTES:
+            raise OutboxError(
+                f"outbox.max_bytes {max_bytes} is too small: at least {MIN_MAX_BYTES} "
+                "(the WAL and SQLite's own pages need part of it)"
+            )
+        wal = min(MAX_WAL_BYTES, max(MIN_WAL_BYTES, max_bytes // 8))
+        return cls(wal, int((max_bytes - wal - FIXED_BYTES) * FILL_FACTOR))
+
+    @property
+    def checkpoint_pages(self) -> int:
+        return max(1, self.wal_bytes // (PAGE_SIZE + 24) // 2)  # 24: WAL frame header
+
+
+def row_cost(body_len: int) -> int:
+    return body_len + ROW_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxStats:
     depth: int  # rows waiting for a cloud ack
     bytes: int  # sum of their stored bodies
@@ -73,7 +120,8 @@ class OutboxStore:
 
     def __init__(self, path: Path, max_rows: int, max_bytes: int) -> None:
         self._max_rows = max_rows
-        self._max_bytes = max_bytes
+        self._budget = DiskBudget.for_cap(max_bytes)
+        self._wal_path = path.with_name(path.name + "-wal")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -91,6 +139,7 @@ class OutboxStore:
 
     def _init(self) -> None:
         db = self._db
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL refused")
@@ -102,9 +151,10 @@ class OutboxStore:
         # Readers (`fleet-agent status`) never block the writer in WAL mode;
         # this only covers the rare checkpoint overlap.
         db.execute("PRAGMA busy_timeout=5000")
-        # After a large backlog the WAL file is truncated back to this size at
-        # checkpoints instead of keeping its high-water mark on the card.
-        db.execute("PRAGMA journal_size_limit=4194304")
+        # The WAL is part of the disk cap: checkpoint often enough, and truncate
+        # it back after a checkpoint instead of keeping its high-water mark.
+        db.execute(f"PRAGMA wal_autocheckpoint={self._budget.checkpoint_pages}")
+        db.execute(f"PRAGMA journal_size_limit={self._budget.wal_bytes}")
         db.executescript(_SCHEMA)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
@@ -144,7 +194,10 @@ class OutboxStore:
             last = self.last_seq()
             rows = self._rows + len(records)
             size = self._bytes + sum(len(body) for _, body in records)
-            dropped, freed = self._drop_oldest(rows - self._max_rows, size - self._max_bytes)
+            cost = size + rows * ROW_OVERHEAD
+            dropped, freed = self._drop_oldest(
+                rows - self._max_rows, cost - self._budget.rows_bytes
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -152,18 +205,42 @@ class OutboxStore:
         self._rows = rows - dropped
         self._bytes = size - freed
         self._dropped += dropped
+        self._bound_wal()
         return AppendResult(before + 1, last, dropped)
 
-    def _drop_oldest(self, excess_rows: int, excess_bytes: int) -> tuple[int, int]:
-        """Inside the append transaction: delete oldest rows until both caps hold."""
-        if excess_rows <= 0 and excess_bytes <= 0:
+    def _bound_wal(self) -> None:
+        """Keep the WAL file within its share of the cap.
+
+        The automatic (passive) checkpoint cannot restart the WAL while a reader
+        (``fleet-agent status``, a monitoring script) holds a snapshot, and then
+        the file keeps growing; once past half its budget, a TRUNCATE checkpoint
+        waits for the readers (busy_timeout) and empties it. One stat() per commit.
+        """
+        try:
+            size = self._wal_path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size > self._budget.wal_bytes // 2:
+            # After the COMMIT: a failure here must not look like a failed
+            # commit (the writer would commit the same fixes again).
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as e:
+                log.warning("outbox WAL checkpoint failed: %s", e)
+
+    def _drop_oldest(self, excess_rows: int, excess_cost: int) -> tuple[int, int]:
+        """Inside the append transaction: delete oldest rows until both caps hold.
+
+        Returns (rows dropped, body bytes freed).
+        """
+        if excess_rows <= 0 and excess_cost <= 0:
             return 0, 0
-        n = freed = 0
+        n = freed = cost = 0
         cutoff = None
         for seq, size in self._db.execute("SELECT seq, length(body) FROM outbox ORDER BY seq"):
-            if n >= excess_rows and freed >= excess_bytes:
+            if n >= excess_rows and cost >= excess_cost:
                 break
-            cutoff, n, freed = seq, n + 1, freed + size
+            cutoff, n, freed, cost = seq, n + 1, freed + size, cost + row_cost(size)
         if cutoff is None:
             return 0, 0
         self._db.execute("DELETE FROM outbox WHERE seq <= ?", (cutoff,))
@@ -225,6 +302,7 @@ class OutboxStore:
                 raise
         finally:
             db.execute("PRAGMA synchronous=FULL")
+        self._bound_wal()
         self._rows -= n
         self._bytes -= freed
         return n

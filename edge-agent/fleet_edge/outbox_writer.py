@@ -66,7 +66,7 @@ class OutboxWriter:
     def submit(self, fix: GpsFix) -> None:
         """Queue a recorded fix for the next commit (never blocks)."""
         try:
-            body = encode_fix(fix)
+            body = encode_fix(fix)  # position + engine values
         except ValidationError as e:
             self.stats.invalid += 1
             log.debug("fix refused by the wire schema: %s", e)

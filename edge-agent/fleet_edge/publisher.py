@@ -310,7 +310,7 @@ class Publisher:
     async def _send_next(self, client: aiomqtt.Client) -> float | None:
         """Send one batch if one may go now: 0 if sent, else seconds to wait (None: until woken)."""
         now = time.monotonic()
-        if self._committed_seq > self._live_cursor and self._inflight.has_room():
+        if self._committed_seq > self._live_cursor and self._inflight.has_room(live=True):
             await self._send_live(client, now)
             return 0
         due = self._inflight.next_due(now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from fleet_edge.gps.fix import GpsFix
-from fleet_wire import MAX_PAYLOAD_BYTES, Fix, encode_json, maybe_compress, telemetry_body
+from fleet_wire import MAX_PAYLOAD_BYTES, Engine, Fix, encode_json, maybe_compress, telemetry_body
 
 
 class OutboxRow(NamedTuple):
@@ -38,8 +38,16 @@ def encode_fix(fix: GpsFix) -> bytes:
         hdop=fix.hdop,
         sat=fix.sats,
         fix=fix.fix_type,
+        eng=_engine(fix),
     )
     return encode_json(wire.model_dump(mode="json", exclude_none=True, exclude={"seq"}))
+
+
+def _engine(fix: GpsFix) -> Engine | None:
+    """The fix's latest engine values with their age, or None when it carries none."""
+    if fix.eng is None or not fix.eng.model_dump(exclude_none=True):
+        return None
+    return fix.eng
 
 
 def with_seq(seq: int, body: bytes) -> bytes:

@@ -110,6 +110,14 @@ def gps(
         str,
         typer.Option(callback=_talker, help="Talker id: GP (GPS), GN (GPS+GLONASS), GL, GA..."),
     ] = "GP",
+    route_start: Annotated[
+        int | None,
+        typer.Option(
+            metavar="UTC_MS",
+            help="Fix time of the route's first epoch (default: now). Give `fleet-sim elm327` "
+            "the same seed, --hz and --route-start to drive the same route.",
+        ),
+    ] = None,
 ) -> None:
     """Emulate a serial NMEA 0183 GNSS receiver driving around Berlin.
 
@@ -133,6 +141,7 @@ def gps(
         garbage_rate=garbage_rate,
         no_fix=no_fix,
         oracle=oracle,
+        route_start_ms=route_start,
     )
     try:
         run_gps(opts)
@@ -221,6 +230,164 @@ def fleet(
         asyncio.run(run_fleet(opts))
     except OSError as e:
         raise _fail(e.strerror or str(e)) from None
+
+
+@app.command()
+def check(
+    dsn: Annotated[str, typer.Option(help="PostgreSQL DSN of the cloud database.")],
+    oracle: Annotated[
+        list[Path], typer.Option(help="Oracle log(s) written by fleet-sim (repeatable).")
+    ],
+    device: Annotated[
+        str | None,
+        typer.Option(help="Device id of the agent that read the gps oracle's receiver."),
+    ] = None,
+    outbox: Annotated[
+        Path | None,
+        typer.Option(help="That agent's outbox: expect exactly what it committed."),
+    ] = None,
+    until: Annotated[
+        int | None,
+        typer.Option(
+            metavar="UTC_MS",
+            help="Expect fleet fixes only up to this fix time (vehicles stopped later "
+            "take their unacked fixes with them).",
+        ),
+    ] = None,
+    json_line: Annotated[
+        bool, typer.Option("--json", help="Also print the report as one JSON line.")
+    ] = False,
+) -> None:
+    """Compare oracle logs with the database: missing, duplicated, out of order, latency.
+
+    Exits 1 on any loss or duplicate (or a stored fix the oracle does not
+    know, or a drop count that does not match what is missing), 2 on bad input.
+    """
+    from fleet_sim.check import CheckError, format_report, report_json, run_check
+
+    try:
+        report = run_check(dsn, oracle, device, outbox, until)
+    except CheckError as e:
+        typer.echo(f"fleet-sim: error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_report(report))
+    if json_line:
+        typer.echo(report_json(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _dtc(values: list[str]) -> list[str]:
+    from fleet_sim.elm327 import valid_dtc
+
+    for v in values:
+        if not valid_dtc(v):
+            raise typer.BadParameter(f"{v!r} is not a trouble code like P0133, C0300, B1234, U0100")
+    return values
+
+
+def _vin(value: str) -> str:
+    if len(value) != 17 or not value.isalnum() or set(value.upper()) & set("IOQ"):
+        raise typer.BadParameter("a VIN is 17 letters and digits, without I, O or Q")
+    return value.upper()
+
+
+@app.command()
+def elm327(
+    pty: Annotated[
+        bool, typer.Option("--pty", help="Emulate the adapter on a new pseudo-terminal.")
+    ] = False,
+    link: Annotated[
+        Path | None,
+        typer.Option(help="Also make this symlink point at the pty (replaced if it exists)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Route seed: use the GPS simulator's.")] = 1,
+    hz: Annotated[int, typer.Option(min=1, max=10, help="The GPS simulator's --hz.")] = 1,
+    route_start: Annotated[
+        int | None,
+        typer.Option(metavar="UTC_MS", help="The GPS simulator's --route-start (default: now)."),
+    ] = None,
+    clone: Annotated[
+        bool,
+        typer.Option(
+            "--clone",
+            help="Quirky clone: echo stuck on, slow replies, ATAT unknown, one PID per request.",
+        ),
+    ] = False,
+    vin: Annotated[str, typer.Option(callback=_vin, help="Vehicle identification number.")] = (
+        "WVWZZZ1KZ8W123456"
+    ),
+    dtc: Annotated[
+        list[str], typer.Option(callback=_dtc, help="Stored trouble code (repeatable), e.g. P0133.")
+    ] = [],  # noqa: B006 - typer needs a list default
+    pending_dtc: Annotated[
+        list[str], typer.Option(callback=_dtc, help="Pending trouble code (repeatable).")
+    ] = [],  # noqa: B006
+    ignition_off: Annotated[
+        bool, typer.Option("--ignition-off", help="Start with the ignition off (ECU silent).")
+    ] = False,
+) -> None:
+    """Emulate an ELM327 OBD-II adapter with a vehicle behind it (ISO 15765-4 CAN).
+
+    Prints the pty path as the first line of stdout. The vehicle drives the
+    route of `fleet-sim gps` with the same --seed, --hz and --route-start:
+    speed, RPM through the gearbox, coolant warming up, fuel, voltage. The
+    ignition goes off when the vehicle parks; SIGUSR1 forces it off and back.
+    Runs until SIGTERM or Ctrl-C, then removes --link.
+    """
+    from fleet_sim.elm327_pty import ElmOptions, run_elm327
+
+    if not pty:
+        raise typer.BadParameter(
+            "is required: a pseudo-terminal is the only output", param_hint="'--pty'"
+        )
+    opts = ElmOptions(
+        seed=seed,
+        hz=hz,
+        route_start_ms=route_start,
+        link=link,
+        clone=clone,
+        vin=vin,
+        dtcs=tuple(dtc),
+        pending=tuple(pending_dtc),
+        ignition_off=ignition_off,
+    )
+    try:
+        run_elm327(opts)
+    except OSError as e:
+        raise _fail(e.strerror or str(e)) from None
+
+
+@app.command("nmea-log")
+def nmea_log(
+    out: Annotated[Path, typer.Option(help="File to write (replaced).")],
+    seconds: Annotated[float, typer.Option(min=1, help="Length of the drive.")] = 60,
+    hz: Annotated[int, typer.Option(min=1, max=10, help="Epochs per second.")] = 1,
+    seed: Annotated[int, typer.Option(help="Route seed, as for `fleet-sim gps`.")] = 1,
+    route_start: Annotated[
+        int | None,
+        typer.Option(metavar="UTC_MS", help="Fix time of the first epoch (default: now)."),
+    ] = None,
+    talker: Annotated[str, typer.Option(callback=_talker, help="Talker id.")] = "GP",
+    no_fix: Annotated[
+        bool, typer.Option("--no-fix", help="A receiver that never gets a fix.")
+    ] = False,
+    bad_checksum_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    garbage_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+) -> None:
+    """Write the NMEA `fleet-sim gps` would send to a file: a log for gpsfake (gpsd-clients).
+
+    Example: fleet-sim nmea-log --out drive.nmea --seconds 120 && gpsfake -1 -P 2950 drive.nmea
+    """
+    from fleet_sim.nmea_log import write_nmea_log
+
+    try:
+        n = write_nmea_log(
+            out, seconds, seed=seed, hz=hz, talker=talker, route_start_ms=route_start,
+            no_fix=no_fix, bad_checksum_rate=bad_checksum_rate, garbage_rate=garbage_rate,
+        )  # fmt: skip
+    except OSError as e:
+        raise _fail(f"{out}: {e.strerror or e}") from None
+    typer.echo(f"{out}: {n} epochs")
 
 
 def main() -> None:

@@ -60,6 +60,10 @@ class GpsOptions:
     garbage_rate: float = 0.0
     no_fix: bool = False
     oracle: Path | None = None
+    # Fix time of the route's first epoch (UTC ms); a time in the past
+    # fast-forwards the drive. The ELM327 simulator given the same seed, rate
+    # and start drives the same route, so GPS and ECU speeds agree.
+    route_start_ms: int | None = None
 
 
 @dataclass
@@ -256,7 +260,7 @@ def run_gps(opts: GpsOptions, out: TextIO = sys.stdout) -> GpsStats:
 def _loop(
     opts: GpsOptions, port: PtyPort, stop: _Stop, oracle: Oracle | None, stats: GpsStats
 ) -> None:
-    route = RouteSim(opts.seed, opts.hz)
+    route = RouteSim(opts.seed, opts.hz, opts.route_start_ms)
     sky = Sky(opts.seed, systems_for(opts.talker))
     faults = FaultInjector(
         random.Random(f"fleet-sim/faults/{opts.seed}"), opts.bad_checksum_rate, opts.garbage_rate

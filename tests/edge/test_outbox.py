@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from fleet_edge.gps.fix import GpsFix
-from fleet_edge.outbox import Outbox, OutboxError, OutboxStore, read_stats
+from fleet_edge.outbox import (
+    MIN_MAX_BYTES,
+    ROW_OVERHEAD,
+    DiskBudget,
+    Outbox,
+    OutboxError,
+    OutboxStore,
+    read_stats,
+    row_cost,
+)
 from fleet_edge.outbox_writer import OutboxWriter
 from fleet_edge.records import OutboxRow, build_payloads, encode_fix, with_seq
 from fleet_wire import CT_JSON, CT_JSON_ZLIB, decode_telemetry, seq_ranges
@@ -100,13 +109,23 @@ def test_row_cap_drops_oldest_and_counts_persistently(tmp_path: Path) -> None:
 
 
 def test_byte_cap_drops_oldest(tmp_path: Path) -> None:
-    one = len(body(0))
-    s = store(tmp_path / "outbox.db", max_bytes=one * 3 + one // 2)
-    s.append(1, records(0, 6))
+    # max_bytes bounds the footprint on disk (file + WAL + index), so rows get
+    # only part of it; tests/faults/test_outbox_cap.py checks the real file sizes.
+    budget = DiskBudget.for_cap(MIN_MAX_BYTES)
+    fit = used = 0
+    while used + row_cost(len(body(fit))) <= budget.rows_bytes:
+        used, fit = used + row_cost(len(body(fit))), fit + 1
+    s = store(tmp_path / "outbox.db", max_bytes=MIN_MAX_BYTES)
+    s.append(1, records(0, fit))
+    assert s.stats().dropped == 0
+    s.append(1, records(fit, 3))
     st = s.stats()
-    assert st.depth == 3 and st.dropped == 3 and st.bytes <= one * 3 + one // 2
-    assert [x.seq for x in s.backlog_rows(0, 100, 100)] == [4, 5, 6]
+    assert st.dropped >= 3 and st.depth + st.dropped == fit + 3
+    assert s.backlog_rows(0, 100, 1)[0].seq == st.dropped + 1  # the oldest went
+    assert st.bytes + st.depth * ROW_OVERHEAD <= budget.rows_bytes
     s.close()
+    with pytest.raises(OutboxError, match="too small"):
+        store(tmp_path / "small.db", max_bytes=MIN_MAX_BYTES - 1)
 
 
 _KILLED_WRITER = """

@@ -36,9 +36,10 @@ def test_token_bucket_rate() -> None:
 def test_inflight_window_ack_and_resend() -> None:
     w = InFlight(ack_timeout_s=10, max_batches=2)
     a = w.add(1, [1, 2, 3], live=False, now=0)
-    assert w.has_room()
+    assert w.has_room(live=True)
+    assert not w.has_room()  # the last slot is kept for live fixes
     b = w.add(1, [4, 5], live=True, now=1)
-    assert not w.has_room() and w.next_deadline() == 10
+    assert not w.has_room(live=True) and w.next_deadline() == 10
     assert w.ack(2, [(1, 5)]) == 0  # other boot: nothing
     assert w.ack(1, [(1, 2)]) == 2 and len(w) == 2
     assert w.next_due(9.9) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
 
 from fleet_edge.gps.epoch import EpochAssembler
 from fleet_edge.gps.fix import GpsReading
@@ -19,10 +20,10 @@ class NmeaDecoder:
     produce anything, and none of it may stop the agent.
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES, not_before: date | None = None) -> None:
         self._lines = LineSplitter(max_line)
         self._parser = NmeaParser()
-        self._epochs = EpochAssembler()
+        self._epochs = EpochAssembler(not_before)
 
     def feed(self, data: bytes) -> list[GpsReading]:
         out: list[GpsReading] = []
@@ -65,3 +66,12 @@ class NmeaDecoder:
     @property
     def epochs_without_rmc(self) -> int:
         return self._epochs.without_rmc
+
+    @property
+    def date_flags(self) -> Counter[str]:
+        """Epochs refused for an untrusted date (week rollover, before the build date)."""
+        return self._epochs.date_flags
+
+    @property
+    def sats_in_view(self) -> int | None:
+        return self._epochs.sats_in_view

@@ -9,19 +9,36 @@ sentence with a date). Taking what every recent burst had, not just the last
 one, matters because receivers add sentences to some bursts only (GSV or ZDA
 once a second at 5 Hz). A burst that never completes is emitted when the next
 one starts, or by ``flush_pending`` when the line goes quiet.
+
+GSV (satellites in view) and ZDA (date with a four-digit year) do not take
+part in bursts: GSV keeps a per-constellation count of satellites in view,
+ZDA the receiver's own idea of the year.
+
+Date sanity: a receiver whose almanac is stale, or whose firmware predates a
+GPS week-number rollover (every 1024 weeks: 1999, 2019, 2038), reports dates
+years in the past. A date before ``not_before`` (the software's build date
+unless configured) is flagged and the epoch becomes a NoFix: a position with a
+wrong time would be stored at the wrong place in the vehicle's history.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from fleet_edge.gps.fix import GpsFix, GpsReading, NoFix
-from fleet_edge.gps.nmea_parser import Gga, Gsa, Rmc, Sentence, Vtg
+from fleet_edge.gps.nmea_parser import Gga, Gsa, Gsv, Rmc, Sentence, Vtg, Zda
 
 _MS_PER_DAY = 86_400_000
 _LEARN_FROM = 4  # bursts whose common sentence types make a burst complete
 _UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# No fix can be older than the software reading it. Raise this with each
+# release (it is the "build date" of the date sanity check).
+BUILD_DATE = date(2024, 1, 1)
+GPS_WEEK_ROLLOVER = timedelta(weeks=1024)
+DATE_ROLLOVER = "date_rollover"  # 1024 weeks behind the system date: a rollover bug
+DATE_BEFORE_BUILD = "date_before_build"  # just wrong (RTC battery, cold start)
 
 
 def _kind(s: Sentence) -> str:
@@ -43,15 +60,47 @@ def _round(v: float | None, digits: int) -> float | None:
     return None if v is None else round(v, digits)
 
 
+def date_problem(day: date, not_before: date, today: date | None = None) -> str | None:
+    """Why a receiver date cannot be trusted, or None when it can.
+
+    A date exactly 1024 (or 2048) weeks behind the system's date (when that
+    is plausible itself) is a week-rollover bug; anything else before
+    ``not_before`` is just wrong.
+    """
+    if day >= not_before:
+        return None
+    today = today or datetime.now(UTC).date()
+    if today >= not_before:
+        for k in (1, 2):
+            if abs((day + k * GPS_WEEK_ROLLOVER - today).days) <= 1:
+                return DATE_ROLLOVER
+    return DATE_BEFORE_BUILD
+
+
 class EpochAssembler:
-    def __init__(self) -> None:
+    def __init__(self, not_before: date | None = None) -> None:
+        self._not_before = not_before or BUILD_DATE
+        self.date_flags: Counter[str] = Counter()  # epochs refused for their date, by reason
+        self.in_view: dict[str, int] = {}  # satellites in view per constellation (GSV)
+        self.zda_day: date | None = None
         self._burst: _Burst | None = None
         self._expected: frozenset[str] = frozenset({"RMC", "GGA"})
         self._recent: list[frozenset[str]] = []
         self.without_rmc = 0  # bursts lost because their RMC was missing or corrupt
 
+    @property
+    def sats_in_view(self) -> int | None:
+        return sum(self.in_view.values()) if self.in_view else None
+
     def add(self, s: Sentence) -> list[GpsReading]:
         out: list[GpsReading] = []
+        if isinstance(s, Gsv):
+            if s.msg_num == 1 and s.in_view is not None:
+                self.in_view[s.talker] = s.in_view
+            return out
+        if isinstance(s, Zda):
+            self.zda_day = s.day
+            return out
         if isinstance(s, Rmc | Gga):
             if s.tod_ms is None:
                 # No time means no solution at all (receiver still starting).
@@ -124,6 +173,10 @@ class EpochAssembler:
             return [NoFix(t, "no_position")]
         if t is None:
             return [NoFix(None, "no_date")]
+        problem = date_problem(rmc.day, self._not_before) if rmc.day is not None else None
+        if problem is not None:
+            self.date_flags[problem] += 1
+            return [NoFix(None, problem)]
         lat, lon = round(rmc.lat, 6), round(rmc.lon, 6)
         if lat == 0.0 and lon == 0.0:
             # What some receivers print before their first fix, with status A.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from fleet_wire import Engine
+
 
 @dataclass(frozen=True, slots=True)
 class GpsFix:
@@ -19,6 +21,7 @@ class GpsFix:
     hdop: float | None = None
     sats: int | None = None  # satellites used in the solution
     fix_type: Literal[2, 3] | None = None
+    eng: Engine | None = None  # latest OBD values when the fix was taken (the agent adds them)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,6 @@
-"""One NMEA line -> one typed sentence (RMC, GGA, VTG, GSA), or a counted rejection.
+"""One NMEA line -> one typed sentence (RMC, GGA, VTG, GSA, GSV, ZDA), or a counted rejection.
+
+Any talker is accepted (GP, GN, GL, GA, BD, GB...): the sentence type decides.
 
 pynmea2 does the framing and verifies the checksum. Field values are then
 read strictly here, because pynmea2 is lenient where a tracker must not be:
@@ -73,7 +75,22 @@ class Gsa:
     hdop: float | None
 
 
-Sentence = Rmc | Gga | Vtg | Gsa
+@dataclass(frozen=True, slots=True)
+class Gsv:
+    talker: str  # constellation: GP, GL, GA, BD/GB...
+    msg_num: int
+    num_messages: int
+    in_view: int | None  # satellites of this constellation in view
+    snrs: tuple[int, ...]  # signal strengths (dB-Hz) of the tracked ones in this sentence
+
+
+@dataclass(frozen=True, slots=True)
+class Zda:
+    tod_ms: int | None
+    day: date | None  # with a four-digit year: no century guess
+
+
+Sentence = Rmc | Gga | Vtg | Gsa | Gsv | Zda
 
 
 class FieldError(ValueError):
@@ -186,11 +203,45 @@ def _gsa(msg: pynmea2.NMEASentence) -> Gsa:
     return Gsa(fix_type=fix_type, hdop=_number(_raw(msg, "hdop"), 0, 100))
 
 
+def _gsv(msg: pynmea2.NMEASentence) -> Gsv:
+    num = _int(_raw(msg, "num_messages"), 1, 99)
+    i = _int(_raw(msg, "msg_num"), 1, 99)
+    if num is None or i is None or i > num:
+        raise FieldError("bad GSV message numbering")
+    snrs: list[int] = []
+    # Up to four satellites per sentence: prn, elevation, azimuth, SNR.
+    for k in range(1, 5):
+        name = f"snr_{k}"
+        if name in type(msg).name_to_idx:
+            snr = _int(_raw(msg, name), 0, 99)
+            if snr is not None:
+                snrs.append(snr)
+    return Gsv(
+        talker=str(msg.talker),
+        msg_num=i,
+        num_messages=num,
+        in_view=_int(_raw(msg, "num_sv_in_view"), 0, 255),
+        snrs=tuple(snrs),
+    )
+
+
+def _zda(msg: pynmea2.NMEASentence) -> Zda:
+    d, m, y = _raw(msg, "day"), _raw(msg, "month"), _raw(msg, "year")
+    day: date | None = None
+    if d or m or y:
+        if not (d.isdigit() and m.isdigit() and y.isdigit() and len(y) == 4 and d.isascii()):
+            raise FieldError(f"bad ZDA date {d[:4]!r}/{m[:4]!r}/{y[:6]!r}")
+        day = date(int(y), int(m), int(d))  # ValueError on 31/02
+    return Zda(tod_ms=_tod_ms(_raw(msg, "timestamp")), day=day)
+
+
 _EXTRACTORS: dict[str, Callable[[pynmea2.NMEASentence], Sentence]] = {
     "RMC": _rmc,
     "GGA": _gga,
     "VTG": _vtg,
     "GSA": _gsa,
+    "GSV": _gsv,
+    "ZDA": _zda,
 }
 
 
@@ -200,7 +251,7 @@ class NmeaParser:
     def __init__(self) -> None:
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
-        self.ignored = 0  # well-formed sentences we have no use for (GSV, GLL, TXT...)
+        self.ignored = 0  # well-formed sentences we have no use for (GLL, TXT...)
 
     def parse(self, line: bytes) -> Sentence | None:
         # A partial sentence followed by a whole one on the same line (bytes lost

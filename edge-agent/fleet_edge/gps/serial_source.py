@@ -49,7 +49,7 @@ class GpsSerialSource:
     def __init__(self, cfg: GpsConfig, out: asyncio.Queue[GpsReading]) -> None:
         self._cfg = cfg
         self._out = out
-        self._decoder = NmeaDecoder()
+        self._decoder = NmeaDecoder(not_before=cfg.not_before)
         self.stats = GpsSourceStats()
         self._last_open_error = ""
         self._internal_errors = 0
@@ -67,6 +67,8 @@ class GpsSerialSource:
             "restored": self.stats.restored,
             "sentences": self._decoder.accepted,
             "rejected": rejected,
+            "date_flags": dict(self._decoder.date_flags),
+            "in_view": self._decoder.sats_in_view,
             "dropped": self.stats.readings_dropped,
         }
 
