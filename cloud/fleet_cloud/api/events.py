@@ -14,6 +14,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field
 
 from fleet_cloud.api.auth import CurrentUser, Principal, require_role
 from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError
+from fleet_cloud.api.scoping import own_vehicle, time_range, utc
 from fleet_cloud.processing.geofences import KINDS, GeofenceError, validate
 from fleet_cloud.processing.rules import DEFAULTS, RULE_NAMES, SEVERITIES, TRIP_DEFAULTS, RuleSet
 from fleet_cloud.store import dt_to_ms
@@ -39,10 +40,6 @@ def _require(user: Principal, roles: tuple[str, ...]) -> None:
     """For a check inside a handler; routes declare theirs with require_role."""
     if user.role not in roles:
         raise ApiError(403, "forbidden", f"role {user.role!r} may not do this")
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    return None if dt is None else dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 # -- geofences -----------------------------------------------------------------
@@ -350,8 +347,8 @@ async def list_events(
         vehicle_id,
         type,
         SEVERITIES.index(min_severity) + 1,
-        _utc(from_),
-        _utc(to),
+        utc(from_),
+        utc(to),
         unacknowledged,
         include_retracted,
         include_throttled,
@@ -436,18 +433,8 @@ class StopOut(BaseModel):
 async def _vehicle_range(
     request: Request, user: Principal, vehicle_id: int, from_: datetime | None, to: datetime | None
 ) -> tuple[datetime, datetime]:
-    owner = await _pool(request).fetchval(
-        "SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id
-    )
-    if owner != user.tenant_id:
-        raise ApiError(404, "not_found", f"vehicle {vehicle_id} not found")
-    end = _utc(to) or datetime.now(UTC)
-    start = _utc(from_) or end - timedelta(days=7)
-    if start > end:
-        raise ApiError(422, "invalid_request", "from must be before to", "from")
-    if end - start > MAX_RANGE:
-        raise ApiError(422, "range_too_long", f"at most {MAX_RANGE.days} days", "from")
-    return start, end
+    await own_vehicle(_pool(request), vehicle_id, user)
+    return time_range(from_, to, timedelta(days=7), MAX_RANGE)
 
 
 FromQ = Annotated[datetime | None, Query(alias="from", description="ISO-8601; default to - 7 d")]
@@ -1040,7 +1027,7 @@ async def _routes_out(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[Ro
     dependencies=[require_role(*ACKERS)],
 )
 async def create_route(body: RouteIn, user: CurrentUser, request: Request) -> RouteOut:
-    start, end = _utc(body.planned_start), _utc(body.planned_end)
+    start, end = utc(body.planned_start), utc(body.planned_end)
     assert start is not None and end is not None
     if end <= start:
         raise ApiError(
@@ -1049,7 +1036,7 @@ async def create_route(body: RouteIn, user: CurrentUser, request: Request) -> Ro
     if end - start > MAX_ROUTE_SPAN:
         raise ApiError(422, "invalid_route", "a route spans at most 7 days", "planned_end")
     for i, s in enumerate(body.stops):
-        ws, we = _utc(s.window_start), _utc(s.window_end)
+        ws, we = utc(s.window_start), utc(s.window_end)
         if ws and we and we <= ws:
             raise ApiError(
                 422,
@@ -1087,8 +1074,8 @@ async def create_route(body: RouteIn, user: CurrentUser, request: Request) -> Ro
                     s.lat,
                     s.lon,
                     s.radius_m,
-                    _utc(s.window_start),
-                    _utc(s.window_end),
+                    utc(s.window_start),
+                    utc(s.window_end),
                     s.min_dwell_s,
                     secrets.token_urlsafe(18),
                 )

@@ -5,7 +5,7 @@ Login and the other auth endpoints are in auth_routes.py.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -13,8 +13,9 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from fleet_cloud.api.auth import CurrentUser, Principal
-from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError
+from fleet_cloud.api.auth import CurrentUser
+from fleet_cloud.api.errors import ERROR_RESPONSES
+from fleet_cloud.api.scoping import own_vehicle, time_range
 from fleet_cloud.live import LiveState
 from fleet_cloud.processing.geo import haversine_m
 
@@ -189,12 +190,8 @@ async def vehicle_positions(
     ] = "rows",
 ) -> Any:
     pool = _pool(request)
-    await _own_vehicle(pool, vehicle_id, user)
-    start, end = _time_range(from_, to, timedelta(hours=24))
-    if end - start > MAX_HISTORY:
-        raise ApiError(
-            422, "range_too_long", f"at most {MAX_HISTORY.days} days per request", "from"
-        )
+    await own_vehicle(pool, vehicle_id, user)
+    start, end = time_range(from_, to, timedelta(hours=24), MAX_HISTORY)
     args: tuple[Any, ...] = (vehicle_id, start, end, limit, include_filtered)
     query = _HISTORY
     if max_points:
@@ -237,8 +234,8 @@ async def vehicle_stats(
     to: Annotated[datetime | None, Query(description="default: now")] = None,
 ) -> list[StatsOut]:
     pool = _pool(request)
-    await _own_vehicle(pool, vehicle_id, user)
-    start, end = _time_range(from_, to, timedelta(days=31))
+    await own_vehicle(pool, vehicle_id, user)
+    start, end = time_range(from_, to, timedelta(days=31))
     table = "vehicle_stats_hourly" if period == "hour" else "vehicle_stats_daily"
     rows = await pool.fetch(
         f"""SELECT bucket, fixes, distance_km, max_speed_kmh, avg_speed_kmh, moving_s, idle_s
@@ -284,28 +281,6 @@ async def vehicles_near(
                 NearbyOut(vehicle_id=s["vehicle_id"], distance_km=round(d_km, 3), state=state)
             )
     return sorted(found, key=lambda n: n.distance_km)
-
-
-def _utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-async def _own_vehicle(pool: asyncpg.Pool, vehicle_id: int, user: Principal) -> None:
-    """404 unless the vehicle is the caller's tenant's: another tenant's does not exist for you."""
-    owner = await pool.fetchval("SELECT tenant_id FROM vehicles WHERE id = $1", vehicle_id)
-    if owner != user.tenant_id:
-        raise ApiError(404, "not_found", f"vehicle {vehicle_id} not found")
-
-
-def _time_range(
-    from_: datetime | None, to: datetime | None, default: timedelta
-) -> tuple[datetime, datetime]:
-    """[from, to) in UTC: to defaults to now, from to `default` before it."""
-    end = _utc(to) if to else datetime.now(UTC)
-    start = _utc(from_) if from_ else end - default
-    if start > end:
-        raise ApiError(422, "invalid_request", "from must be before to", "from")
-    return start, end
 
 
 @router.get("/health", response_model=Health, tags=["ops"])
