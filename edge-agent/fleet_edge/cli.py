@@ -29,17 +29,24 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Options shared by the commands that read the agent's config.
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
+DeviceIdOpt = Annotated[str | None, typer.Option(help="Override device_id.")]
+BrokerOpt = Annotated[
+    str | None, typer.Option(metavar="HOST:PORT", help="Override broker host and port.")
+]
+OutboxOpt = Annotated[Path | None, typer.Option(help="Override the outbox file.")]
+
+
 @app.command()
 def run(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
-    device_id: Annotated[str | None, typer.Option(help="Override device_id.")] = None,
-    broker: Annotated[
-        str | None, typer.Option(metavar="HOST:PORT", help="Override broker host and port.")
-    ] = None,
+    config: ConfigOpt = None,
+    device_id: DeviceIdOpt = None,
+    broker: BrokerOpt = None,
     gps_serial: Annotated[
         Path | None, typer.Option(help="Override the GPS serial port (gps.port).")
     ] = None,
-    outbox: Annotated[Path | None, typer.Option(help="Override the outbox file.")] = None,
+    outbox: OutboxOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the agent until SIGTERM/SIGINT. A missing GPS port or broker is waited for."""
@@ -124,11 +131,9 @@ def status(
 
 @app.command()
 def doctor(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
-    device_id: Annotated[str | None, typer.Option(help="Override device_id.")] = None,
-    broker: Annotated[
-        str | None, typer.Option(metavar="HOST:PORT", help="Override broker host and port.")
-    ] = None,
+    config: ConfigOpt = None,
+    device_id: DeviceIdOpt = None,
+    broker: BrokerOpt = None,
     gps_serial: Annotated[
         Path | None, typer.Option(help="Check this GPS serial port (gps.source = serial).")
     ] = None,
@@ -138,7 +143,7 @@ def doctor(
     obd_serial: Annotated[
         Path | None, typer.Option(help="Check this ELM327 port (enables the OBD checks).")
     ] = None,
-    outbox: Annotated[Path | None, typer.Option(help="Override the outbox file.")] = None,
+    outbox: OutboxOpt = None,
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for a GPS fix and an ECU.")
     ] = 30.0,

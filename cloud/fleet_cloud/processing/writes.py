@@ -117,34 +117,26 @@ async def notify(
             NOTIFY_CHANNEL,
             orjson.dumps(alert_frame(tenant_id, vehicle_id, r)).decode(),
         )
-    await conn.execute(
-        """INSERT INTO webhook_deliveries (webhook_id, event_id)
-           SELECT w.id, e.id FROM webhooks w
-           JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS e(id, type, severity) ON true
-           WHERE w.tenant_id = $1 AND w.enabled
-             AND (w.types IS NULL OR e.type = ANY(w.types))
-             AND array_position(ARRAY['info','warning','critical'], e.severity)
-                 >= array_position(ARRAY['info','warning','critical'], w.min_severity)
-           ON CONFLICT DO NOTHING""",
-        tenant_id,
-        [r["id"] for r in due],
-        [r["type"] for r in due],
-        [r["severity"] for r in due],
-    )
-    await conn.execute(
-        """INSERT INTO email_deliveries (recipient_id, event_id)
-           SELECT m.id, e.id FROM email_recipients m
-           JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS e(id, type, severity) ON true
-           WHERE m.tenant_id = $1 AND m.enabled
-             AND (m.types IS NULL OR e.type = ANY(m.types))
-             AND array_position(ARRAY['info','warning','critical'], e.severity)
-                 >= array_position(ARRAY['info','warning','critical'], m.min_severity)
-           ON CONFLICT DO NOTHING""",
-        tenant_id,
-        [r["id"] for r in due],
-        [r["type"] for r in due],
-        [r["severity"] for r in due],
-    )
+    # One delivery row per (channel, event) the channel subscribes to: the
+    # same rule for webhooks and e-mail recipients.
+    for deliveries, target, channels in (
+        ("webhook_deliveries", "webhook_id", "webhooks"),
+        ("email_deliveries", "recipient_id", "email_recipients"),
+    ):
+        await conn.execute(
+            f"""INSERT INTO {deliveries} ({target}, event_id)
+               SELECT c.id, e.id FROM {channels} c
+               JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS e(id, type, severity) ON true
+               WHERE c.tenant_id = $1 AND c.enabled
+                 AND (c.types IS NULL OR e.type = ANY(c.types))
+                 AND array_position(ARRAY['info','warning','critical'], e.severity)
+                     >= array_position(ARRAY['info','warning','critical'], c.min_severity)
+               ON CONFLICT DO NOTHING""",
+            tenant_id,
+            [r["id"] for r in due],
+            [r["type"] for r in due],
+            [r["severity"] for r in due],
+        )
 
 
 def alert_frame(tenant_id: int, vehicle_id: int, r: asyncpg.Record) -> dict[str, Any]:
