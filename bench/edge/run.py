@@ -124,7 +124,9 @@ path = "{work / "outbox.db"}"
     )
 
 
-async def run_case(broker: Broker, hz: int, seconds: float, warmup: float) -> Result:
+async def run_case(
+    broker: Broker, hz: int, seconds: float, warmup: float, series: Path | None = None
+) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"fleet-bench-{hz}hz-", dir="/var/tmp") as d:
         work = Path(d)
         # Seed 3 drives ~95% of the time (a parked vehicle would flatter the figures).
@@ -147,9 +149,19 @@ async def run_case(broker: Broker, hz: int, seconds: float, warmup: float) -> Re
                 pid = agent.pid
                 t0, c0, w0, n0 = time.monotonic(), cpu_s(pid), write_bytes(pid), len(cloud.seqs())
                 samples: list[tuple[float, int]] = []
-                while time.monotonic() - t0 < seconds:
-                    samples.append((time.monotonic() - t0, rss_kib(pid)))
-                    await asyncio.sleep(SAMPLE_EVERY_S)
+                # A long run keeps its RSS series on disk as it goes, so a growth
+                # question can be answered from the curve, not only the slope.
+                out = open(series, "a") if series is not None else None  # noqa: SIM115
+                try:
+                    while time.monotonic() - t0 < seconds:
+                        samples.append((time.monotonic() - t0, rss_kib(pid)))
+                        if out is not None:
+                            out.write(f"{hz},{samples[-1][0]:.0f},{samples[-1][1]}\n")
+                            out.flush()
+                        await asyncio.sleep(SAMPLE_EVERY_S)
+                finally:
+                    if out is not None:
+                        out.close()
                 dt = time.monotonic() - t0
                 c1, w1, n1 = cpu_s(pid), write_bytes(pid), len(cloud.seqs())
                 pss, uss = pss_uss_kib(pid)
@@ -177,13 +189,14 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=300.0, help="measured window per case")
     ap.add_argument("--warmup", type=float, default=20.0)
     ap.add_argument("--hz", default="1,10", help="GPS rates to run, comma-separated")
+    ap.add_argument("--series", type=Path, help="append hz,seconds,rss_kib samples to this CSV")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-mq-") as mq:
         broker = Broker(Path(mq)).start()
         try:
             bare = bare_interpreter_rss_kib()
             results = [
-                await run_case(broker, int(h), args.seconds, args.warmup)
+                await run_case(broker, int(h), args.seconds, args.warmup, args.series)
                 for h in args.hz.split(",")
             ]
         finally:
