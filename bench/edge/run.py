@@ -81,6 +81,13 @@ def bare_interpreter_rss_kib() -> int:
         p.wait()
 
 
+def append_sample(series: Path, hz: int, t: float, rss: int) -> None:
+    """A long run keeps its RSS curve on disk as it goes, so a growth question can
+    be answered from the curve (and survives an interrupted run), not only the slope."""
+    with open(series, "a") as f:
+        f.write(f"{hz},{t:.0f},{rss}\n")
+
+
 def slope_kib_per_h(samples: list[tuple[float, int]]) -> float:
     n = len(samples)
     if n < 3:
@@ -149,19 +156,11 @@ async def run_case(
                 pid = agent.pid
                 t0, c0, w0, n0 = time.monotonic(), cpu_s(pid), write_bytes(pid), len(cloud.seqs())
                 samples: list[tuple[float, int]] = []
-                # A long run keeps its RSS series on disk as it goes, so a growth
-                # question can be answered from the curve, not only the slope.
-                out = open(series, "a") if series is not None else None  # noqa: SIM115
-                try:
-                    while time.monotonic() - t0 < seconds:
-                        samples.append((time.monotonic() - t0, rss_kib(pid)))
-                        if out is not None:
-                            out.write(f"{hz},{samples[-1][0]:.0f},{samples[-1][1]}\n")
-                            out.flush()
-                        await asyncio.sleep(SAMPLE_EVERY_S)
-                finally:
-                    if out is not None:
-                        out.close()
+                while time.monotonic() - t0 < seconds:
+                    samples.append((time.monotonic() - t0, rss_kib(pid)))
+                    if series is not None:
+                        append_sample(series, hz, *samples[-1])
+                    await asyncio.sleep(SAMPLE_EVERY_S)
                 dt = time.monotonic() - t0
                 c1, w1, n1 = cpu_s(pid), write_bytes(pid), len(cloud.seqs())
                 pss, uss = pss_uss_kib(pid)
