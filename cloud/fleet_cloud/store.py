@@ -23,6 +23,7 @@ def dt_to_ms(dt: datetime) -> int:
 POSITION_COLUMNS = (
     "device_id", "boot_id", "seq", "fix_time", "recv_time", "vehicle_id", "lat", "lon",
     "speed", "heading", "altitude", "hdop", "sats", "fix_type", "engine", "filter_reason",
+    "imu",
 )  # fmt: skip
 _COLS = ", ".join(POSITION_COLUMNS)
 
@@ -53,6 +54,7 @@ class PositionRows:
             fix.spd, fix.hdg, fix.alt, fix.hdop, fix.sat, fix.fix,
             orjson.dumps(e.model_dump(exclude_none=True)).decode() if e is not None else None,
             filter_reason,
+            orjson.dumps(fix.imu.model_dump(exclude_none=True)).decode() if fix.imu else None,
         ))  # fmt: skip
         if e is not None:
             sample_ms = fix.t - (e.age or 0)
@@ -66,15 +68,18 @@ class PositionRows:
 # COPY into a per-connection staging table, then one set-based insert that
 # stays idempotent: a third faster than unnest() array parameters here (asyncpg
 # checks every array element in Python; COPY encodes records in C).
-# engine travels as JSON text: COPY's binary format has no jsonb encoder here.
-_STAGE_COLS = _COLS.replace("engine,", "engine::text AS engine,")
+# engine and imu travel as JSON text: COPY's binary format has no jsonb encoder here.
+_STAGE_COLS = _COLS.replace("engine,", "engine::text AS engine,").replace(
+    ", imu", ", imu::text AS imu"
+)
 _CREATE_STAGE = f"""
 CREATE TEMP TABLE IF NOT EXISTS positions_stage ON COMMIT DELETE ROWS AS
 SELECT {_STAGE_COLS} FROM positions WITH NO DATA
 """
 _INSERT_POSITIONS = f"""
 INSERT INTO positions ({_COLS})
-SELECT {_COLS.replace("engine,", "engine::jsonb,")} FROM positions_stage ON CONFLICT DO NOTHING
+SELECT {_COLS.replace("engine,", "engine::jsonb,").replace(", imu", ", imu::jsonb")}
+FROM positions_stage ON CONFLICT DO NOTHING
 """
 
 

@@ -64,6 +64,20 @@ class Engine(_Wire):
     ) = None
 
 
+Accel = Annotated[float, Strict(), Field(ge=-100, le=100)]  # m/s², about 10 g either way
+
+
+class Imu(_Wire):
+    """Accelerometer peaks since the previous recorded fix, in the vehicle frame
+    (x forward, y left), gravity removed, m/s². Devices with an IMU send them so
+    harsh braking, acceleration and cornering are judged on the real peak, which
+    speed deltas between fixes a few seconds apart smooth away."""
+
+    ax_min: Accel | None = None  # strongest deceleration (negative: braking)
+    ax_max: Accel | None = None  # strongest forward acceleration
+    ay_max: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None  # |lateral| peak
+
+
 class Fix(_Wire):
     """One recorded position. Never sent without a position fix (no 0,0 placeholders)."""
 
@@ -78,6 +92,7 @@ class Fix(_Wire):
     sat: Annotated[int, Strict(), Field(ge=0, le=255)] | None = None  # satellites used
     fix: Literal[2, 3] | None = None  # 2D / 3D
     eng: Engine | None = None
+    imu: Imu | None = None
 
 
 class TelemetryBatch(_Wire):

@@ -112,8 +112,9 @@ def signed_bytes(device_id: str, version: int, issued_at: int, config: dict[str,
     )
 
 
-def sign(private_key_raw: bytes, device_id: str, version: int, issued_at: int,
-         config: dict[str, Any]) -> str:
+def sign(
+    private_key_raw: bytes, device_id: str, version: int, issued_at: int, config: dict[str, Any]
+) -> str:
     """Base64 Ed25519 signature (cloud side). ``private_key_raw``: 32-byte seed."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

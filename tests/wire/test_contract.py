@@ -124,6 +124,15 @@ def test_fix_never_carries_out_of_range_values() -> None:
             fix(1, **kw)
 
 
+def test_imu_peaks_travel_with_the_fix() -> None:
+    doc = {"v": 1, "boot": 1, "fixes": [
+        {"seq": 1, "t": T0, "lat": 52.5, "lon": 13.4, "imu": {"ax_min": -6.5, "ay_max": 2}},
+    ]}  # fmt: skip
+    _, good, rejected = decode_telemetry(orjson.dumps(doc))
+    assert rejected == [] and good[0].imu is not None
+    assert (good[0].imu.ax_min, good[0].imu.ax_max, good[0].imu.ay_max) == (-6.5, None, 2)
+
+
 def test_ack_and_status_models() -> None:
     ack = decode_model(encode_json(Ack(boot=3, seqs=[(1, 5), (9, 9)])), Ack)
     assert ack.seqs == [(1, 5), (9, 9)]
@@ -165,8 +174,12 @@ def test_any_json_gives_a_result_or_a_wire_error(doc: object) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"seq": True}, {"seq": "1"}, {"lat": "52.5"}, {"t": 1.763e12}, {"eng": {"ign": 1}}],
-)
+    [
+        {"seq": True}, {"seq": "1"}, {"lat": "52.5"}, {"t": 1.763e12}, {"eng": {"ign": 1}},
+        {"imu": {"ax_min": "-6"}}, {"imu": {"ay_max": -1.0}}, {"imu": {"ax_max": 101.0}},
+        {"imu": {"az": 1.0}},
+    ],
+)  # fmt: skip
 def test_scalars_are_strict(bad: dict[str, object]) -> None:
     doc = {"v": 1, "boot": 1, "fixes": [{"seq": 1, "t": T0, "lat": 52.5, "lon": 13.4, **bad}]}
     _, good, rejected = decode_telemetry(orjson.dumps(doc))

@@ -36,6 +36,7 @@ class FixIn:
     lon: float
     speed: float | None = None  # km/h
     eng: dict[str, Any] | None = None
+    imu: dict[str, Any] | None = None  # accelerometer peaks (fleet_wire.models.Imu), m/s²
 
     @property
     def ign(self) -> bool | None:
@@ -323,17 +324,33 @@ class Evaluator:
             self.st["over"] = None
 
     def _harsh(self, f: FixIn, last: dict[str, Any] | None, dt_s: float | None, spd: float) -> None:
+        if f.imu is not None:
+            self._harsh_imu(f, f.imu)
+            return
         if last is None or not dt_s or dt_s <= 0 or f.speed is None:
             return
         a = (spd - (last.get("spd") or 0.0)) / 3.6 / dt_s
         if a < 0 and dt_s <= self.rules.p("harsh_braking", "max_gap_s"):
             if -a >= self.rules.p("harsh_braking", "threshold_ms2"):
                 self._trip_stat("harsh_count", 1)
-                self._emit("harsh_braking", f, f, accel_ms2=round(a, 2))
+                self._emit("harsh_braking", f, f, accel_ms2=round(a, 2), source="speed")
         elif a > 0 and dt_s <= self.rules.p("harsh_acceleration", "max_gap_s"):
             if a >= self.rules.p("harsh_acceleration", "threshold_ms2"):
                 self._trip_stat("harsh_count", 1)
-                self._emit("harsh_acceleration", f, f, accel_ms2=round(a, 2))
+                self._emit("harsh_acceleration", f, f, accel_ms2=round(a, 2), source="speed")
+
+    def _harsh_imu(self, f: FixIn, imu: dict[str, Any]) -> None:
+        """A fix from a device with an accelerometer is judged on its peaks only:
+        speed deltas would count the same manoeuvre a second time, smoothed."""
+        checks = (
+            ("harsh_braking", -(imu.get("ax_min") or 0.0), imu.get("ax_min")),
+            ("harsh_acceleration", imu.get("ax_max") or 0.0, imu.get("ax_max")),
+            ("harsh_cornering", imu.get("ay_max") or 0.0, imu.get("ay_max")),
+        )
+        for rule, magnitude, peak in checks:
+            if peak is not None and magnitude >= self.rules.p(rule, "imu_threshold_ms2"):
+                self._trip_stat("harsh_count", 1)
+                self._emit(rule, f, f, accel_ms2=round(peak, 2), source="accelerometer")
 
     def _ignition(self, f: FixIn, dt_s: float | None) -> None:
         ign = f.ign

@@ -35,7 +35,7 @@ import asyncpg
 Hole = list[int]
 
 _COLUMNS = """ingest_seq, device_id, boot_id, seq, fix_time, recv_time, vehicle_id, lat, lon, speed,
-              engine, filter_reason"""
+              engine, imu, filter_reason"""
 
 
 @dataclass

@@ -13,8 +13,18 @@ DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
     "geofence_exit": ("info", {}),
     "geofence_dwell": ("info", {}),
     "overspeed": ("warning", {"limit_kmh": None, "min_duration_s": 10.0, "tolerance_kmh": 0.0}),
-    "harsh_braking": ("warning", {"threshold_ms2": 4.0, "max_gap_s": 5.0}),
-    "harsh_acceleration": ("warning", {"threshold_ms2": 3.0, "max_gap_s": 5.0}),
+    # threshold_ms2 applies to speed deltas between fixes (an average over up to
+    # max_gap_s); imu_threshold_ms2 to accelerometer peaks, which run higher
+    # for the same manoeuvre (about 0.45 g braking, 0.35 g launch, 0.4 g turn).
+    "harsh_braking": (
+        "warning",
+        {"threshold_ms2": 4.0, "max_gap_s": 5.0, "imu_threshold_ms2": 4.5},
+    ),
+    "harsh_acceleration": (
+        "warning",
+        {"threshold_ms2": 3.0, "max_gap_s": 5.0, "imu_threshold_ms2": 3.5},
+    ),
+    "harsh_cornering": ("warning", {"imu_threshold_ms2": 4.0}),  # accelerometer only
     "idling": ("info", {"min_duration_s": 300.0, "max_speed_kmh": 3.0}),
     "ignition_on": ("info", {}),
     "ignition_off": ("info", {}),

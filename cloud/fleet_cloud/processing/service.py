@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x666C656574 + 6
 
 _REPLAY_FIXES = """
-SELECT device_id, boot_id, seq, fix_time, lat, lon, speed, engine FROM positions
+SELECT device_id, boot_id, seq, fix_time, lat, lon, speed, engine, imu FROM positions
 WHERE vehicle_id = $1 AND filter_reason IS NULL AND ($2::timestamptz IS NULL OR fix_time > $2)
 ORDER BY fix_time, device_id, boot_id, seq
 """
@@ -56,6 +56,7 @@ def fix_from_row(r: asyncpg.Record) -> FixIn:
         lon=r["lon"],
         speed=r["speed"],
         eng=r["engine"],
+        imu=r["imu"],
     )
 
 
