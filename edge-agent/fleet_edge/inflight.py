@@ -106,7 +106,14 @@ class InFlight:
         self._batches = [b for b in self._batches if b is not batch]
 
     def resend_unconfirmed(self, now: float) -> None:
-        """After a reconnect: batches never PUBACKed died with the old connection; due now."""
+        """After a reconnect: batches never PUBACKed died with the old connection;
+        they are due now. A PUBACKed batch may have died with the broker (a
+        broker killed before it saved or forwarded it): its ack, if any, waits in
+        our persistent session and arrives within one ack timeout, so after that
+        it goes again. Either way the backoff starts over: it is there for a
+        cloud that keeps not answering on a working connection, and carried
+        across reconnects it made confirmed batches wait up to 8 ack timeouts
+        after every broker restart (p99 318 s in the broker kill -9 soak)."""
         for b in self._batches:
-            if not b.pubacked:
-                b.deadline = now
+            b.attempts = 1
+            b.deadline = now if not b.pubacked else min(b.deadline, now + self._timeout)

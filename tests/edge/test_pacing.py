@@ -61,6 +61,22 @@ def test_inflight_reconnect_makes_unconfirmed_due() -> None:
     assert w.next_due(3) is None and w.tracks(a) and not w.tracks(b)
 
 
+def test_reconnect_restarts_the_backoff_of_confirmed_batches() -> None:
+    """A batch the broker confirmed, re-sent three times into a silent cloud,
+    waits 40 s for its fourth try; after a reconnect it waits one ack timeout."""
+    w = InFlight(ack_timeout_s=10, max_batches=4)
+    a = w.add(1, [1], live=False, now=0)
+    for t in (10, 30, 70):
+        w.resent(a, [1], now=t)
+    a.pubacked = True
+    assert a.deadline == 70 + 80  # backoff capped at 8x
+    w.resend_unconfirmed(now=75)
+    assert a.attempts == 1 and a.deadline == 85
+    assert w.next_due(84.9) is None and w.next_due(85) is a
+    w.resent(a, [1], now=85)
+    assert a.deadline == 85 + 20  # and grows again from the start
+
+
 def test_merge_ranges() -> None:
     assert merge_ranges([(5, 9), (1, 3), (4, 4), (8, 12), (20, 20)]) == [(1, 12), (20, 20)]
 
