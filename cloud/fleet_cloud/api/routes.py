@@ -137,17 +137,17 @@ SELECT {_FIELDS} FROM (
 
 
 def _as_columns(query: str) -> str:
-    """The same rows as one JSON document of arrays, built by PostgreSQL itself.
+    """The same rows as one array per field, aggregated by PostgreSQL.
 
     A vehicle-day at 1 Hz is 86,400 fixes: too many to turn into Python
-    objects on every request.
+    objects on every request. The arrays travel in asyncpg's binary format
+    (decoded in C) and orjson writes the JSON: about twice as fast as having
+    PostgreSQL print 86,400 x 5 numbers as JSON text (bench/history).
     """
     return f"""
-    SELECT json_build_object(
-        'vehicle_id', $1::int8,
-        't', coalesce(array_agg(t), '{{}}'), 'lat', coalesce(array_agg(lat), '{{}}'),
-        'lon', coalesce(array_agg(lon), '{{}}'), 'spd', coalesce(array_agg(spd), '{{}}'),
-        'hdg', coalesce(array_agg(hdg), '{{}}'))::text
+    SELECT coalesce(array_agg(t), '{{}}') AS t, coalesce(array_agg(lat), '{{}}') AS lat,
+           coalesce(array_agg(lon), '{{}}') AS lon, coalesce(array_agg(spd), '{{}}') AS spd,
+           coalesce(array_agg(hdg), '{{}}') AS hdg
     FROM ({query}) h"""
 
 
@@ -198,8 +198,11 @@ async def vehicle_positions(
         query = _HISTORY_DOWNSAMPLED
         args = (*args, (end - start).total_seconds() / max_points)
     if format == "columns":
-        body = await pool.fetchval(_as_columns(query), *args)
-        return Response(body, media_type="application/json")
+        cols = await pool.fetchrow(_as_columns(query), *args)
+        assert cols is not None  # an aggregate always returns one row
+        return Response(
+            orjson.dumps({"vehicle_id": vehicle_id, **dict(cols)}), media_type="application/json"
+        )
     rows = await pool.fetch(query, *args)
     return Response(
         orjson.dumps({"vehicle_id": vehicle_id, "positions": [dict(r) for r in rows]}),
