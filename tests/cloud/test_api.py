@@ -183,9 +183,10 @@ def test_history_columns_and_downsampling(cloud: CloudStack) -> None:
     vid = cloud.register_vehicle("Columns van", "columns-van")
     t0 = T0 - 3_600_000
     fixes = [
-        {"seq": s, "t": t0 + s * 1000, "lat": 52.0 + s / 1e5, "lon": 13.0, "spd": float(s % 90)}
+        {"seq": s, "t": t0 + s * 1000, "lat": 52.0 + s / 1e5, "lon": 13.0,
+         "spd": s % 90 + 0.3, "hdg": s % 360 + 0.2, "alt": 34.1, "hdop": 1.34}
         for s in range(1, 601)
-    ]
+    ]  # fmt: skip
     cloud.publish_fixes("columns-van", fixes)
     token = cloud.token()
     base = f"{cloud.base_url}/api/v1/vehicles/{vid}/positions"
@@ -195,6 +196,10 @@ def test_history_columns_and_downsampling(cloud: CloudStack) -> None:
     assert cols["t"] == [p["t"] for p in rows["positions"]] == [f["t"] for f in fixes]
     assert cols["lat"] == [p["lat"] for p in rows["positions"]]
     assert cols["vehicle_id"] == vid and len(cols["spd"]) == 600
+    # Values stored as float4 come back as sent, not as 40.29999923706055.
+    assert cols["spd"] == [p["spd"] for p in rows["positions"]] == [f["spd"] for f in fixes]
+    assert cols["hdg"] == [f["hdg"] for f in fixes]
+    assert {(p["alt"], p["hdop"]) for p in rows["positions"]} == {(34.1, 1.34)}
     # 24 h cut into 50 buckets of ~29 min: the 10-minute drive falls into one or two,
     # and the last fix of the range is always kept.
     small = http_json(base + "?format=columns&max_points=50", token=token)

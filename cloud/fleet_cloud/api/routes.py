@@ -121,8 +121,13 @@ async def list_vehicles(user: CurrentUser, request: Request) -> list[VehicleOut]
 # Rows are picked in SQL. With max_points the range is cut into equal time
 # buckets and the first fix of each bucket is kept (plus the last fix of the
 # range), so a long range stays a light, faithful polyline.
-_FIELDS = """(date_part('epoch', fix_time) * 1000)::int8 AS t, lat, lon, speed AS spd,
-       heading AS hdg, altitude AS alt, sats AS sat, hdop, filter_reason AS filtered"""
+# speed, heading, altitude and hdop are stored as real (float4): sent as they
+# are, 40.3 reaches JSON as 40.29999923706055. Rounding in float8 to the
+# stored precision prints them as sent and keeps a vehicle-day a third smaller.
+_FIELDS = """(date_part('epoch', fix_time) * 1000)::int8 AS t, lat, lon,
+       round(speed::float8 * 10) / 10 AS spd, round(heading::float8 * 10) / 10 AS hdg,
+       round(altitude::float8 * 10) / 10 AS alt, sats AS sat,
+       round(hdop::float8 * 100) / 100 AS hdop, filter_reason AS filtered"""
 _RANGE = """FROM positions
     WHERE vehicle_id = $1 AND fix_time >= $2 AND fix_time < $3
       AND ($5 OR filter_reason IS NULL)"""
