@@ -12,7 +12,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # and gpsfake (GPS tests), Chromium (dashboard tests), venv support, faketime
 # (device clock-jump fault tests, tests/faults).
 packages=(mosquitto mosquitto-clients postgresql redis-server gpsd gpsd-clients chromium
-          python3-venv ca-certificates faketime)
+          python3-venv ca-certificates faketime openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -6,6 +6,7 @@ Nothing here mocks a service; fixtures in conftest.py wrap these helpers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -13,9 +14,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from fleet_cloud.broker_admin import BrokerAdmin
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -128,20 +135,147 @@ class Proc:
 
 @dataclass
 class Broker:
-    """Mosquitto started from mosquitto/run-broker.sh: the project's own config."""
+    """Mosquitto started from mosquitto/run-broker.sh: the project's own config.
+
+    Secured as in production (docs/security.md): no anonymous access, the
+    dynamic-security plugin, a TLS listener with a CA made by
+    mosquitto/make-ca.sh. The cloud's service accounts and a test-only
+    observer are created on first start; device accounts on demand with
+    ``device_password``. Every secret is derived from a seed kept in the data
+    directory, so a new Broker on the same data_dir (a restart) knows them.
+    """
 
     data_dir: Path
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
+    tls_port: int = field(default_factory=free_port)
+    # Also a listener that requires a client certificate from the CA (off unless set).
+    mtls_port: int | None = None
     proc: Proc | None = None
+    _devices: set[str] = field(default_factory=set)
+
+    INGEST_USER = "fleet-ingest"
+    CONTROL_USER = "fleet-control"
+    ADMIN_USER = "fleet-admin"
+    OBSERVER_USER = "test-observer"
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.data_dir / "certs"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.cert_dir / "ca.crt"
+
+    def secret(self, name: str) -> str:
+        """A password for account ``name``, stable for this data directory."""
+        import hashlib
+        import hmac
+        import secrets
+
+        seed_file = self.data_dir / "test-seed"
+        if not seed_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            seed_file.write_text(secrets.token_hex(16))
+        return hmac.new(seed_file.read_bytes(), name.encode(), hashlib.sha256).hexdigest()[:32]
+
+    @property
+    def observer(self) -> tuple[str, str]:
+        """A test-only account that may publish and subscribe anywhere under fleet/v1/."""
+        return self.OBSERVER_USER, self.secret(self.OBSERVER_USER)
 
     def start(self) -> Broker:
+        if not (self.cert_dir / "server.crt").exists():
+            subprocess.run(
+                [str(ROOT / "mosquitto" / "make-ca.sh"), str(self.cert_dir), "127.0.0.1",
+                 "localhost"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
         self.proc = Proc(
             [str(ROOT / "mosquitto" / "run-broker.sh"), str(self.port), str(self.data_dir)],
             self.data_dir / "mosquitto.log",
+            {
+                "FLEET_BROKER_TLS_PORT": str(self.tls_port),
+                "FLEET_BROKER_CERT_DIR": str(self.cert_dir),
+                "FLEET_BROKER_ADMIN_PASSWORD": self.secret(self.ADMIN_USER),
+                **({"FLEET_BROKER_MTLS_PORT": str(self.mtls_port)} if self.mtls_port else {}),
+            },
         ).start()
         wait_until(lambda: port_open(self.port), 10, f"mosquitto on port {self.port}")
+        wait_until(lambda: port_open(self.tls_port), 10, f"mosquitto TLS on {self.tls_port}")
+        if not (self.data_dir / "test-accounts-made").exists():
+            self._make_accounts()
+            (self.data_dir / "test-accounts-made").touch()
         return self
+
+    def _make_accounts(self) -> None:
+        from fleet_cloud.broker_acl import Acl, Role
+
+        observer = Role(
+            self.OBSERVER_USER,
+            (Acl("subscribePattern", "fleet/v1/#"), Acl("publishClientSend", "fleet/v1/#")),
+        )
+
+        async def go(admin: BrokerAdmin) -> None:
+            await admin.ensure_service_accounts(
+                (self.INGEST_USER, self.secret(self.INGEST_USER)),
+                (self.CONTROL_USER, self.secret(self.CONTROL_USER)),
+            )
+            await admin.ensure_role(observer)
+            await admin.ensure_client(*self.observer, [observer.name])
+
+        self.admin(go)
+
+    def admin(self, action: Callable[[BrokerAdmin], Awaitable[T]]) -> T:
+        """Run ``action(admin)`` with a BrokerAdmin logged in to this broker.
+
+        In a thread with its own event loop, so sync tests and async tests
+        (whose loop is running) can both call it.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from fleet_cloud.broker_admin import BrokerAdmin
+
+        async def go() -> T:
+            async with BrokerAdmin(
+                self.host, self.port, self.ADMIN_USER, self.secret(self.ADMIN_USER)
+            ) as admin:
+                return await action(admin)
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result(60)
+
+    def device_password(self, device_id: str) -> str:
+        """The device's password; its account (client id = username = device_id) is
+        created if absent (an existing one is left as it is: not kicked, not re-enabled)."""
+        return self.device_passwords([device_id])[device_id]
+
+    def device_passwords(self, device_ids: Iterable[str]) -> dict[str, str]:
+        """device_password for many devices, over one admin connection."""
+        wanted = {d: self.secret("device:" + d) for d in device_ids}
+        missing = [d for d in wanted if d not in self._devices]
+
+        async def go(admin: BrokerAdmin) -> None:
+            for d in missing:
+                (found,) = await admin.execute({"command": "getClient", "username": d})
+                if found.get("error"):
+                    await admin.ensure_device(d, wanted[d])
+
+        if missing:
+            self.admin(go)
+            self._devices.update(missing)
+        return wanted
+
+    def service_env(self) -> dict[str, str]:
+        """The cloud's broker accounts as FLEET_* settings."""
+        return {
+            "FLEET_MQTT_USERNAME": self.INGEST_USER,
+            "FLEET_MQTT_PASSWORD": self.secret(self.INGEST_USER),
+            "FLEET_MQTT_CONTROL_USERNAME": self.CONTROL_USER,
+            "FLEET_MQTT_CONTROL_PASSWORD": self.secret(self.CONTROL_USER),
+            "FLEET_MQTT_ADMIN_USERNAME": self.ADMIN_USER,
+            "FLEET_MQTT_ADMIN_PASSWORD": self.secret(self.ADMIN_USER),
+        }
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -224,15 +358,35 @@ def db_fetch(dsn: str, sql: str, *args: object) -> list[dict[str, object]]:
     return asyncio.run(go())
 
 
+def broker_credentials(broker: Broker, topic: str) -> tuple[str, str, str]:
+    """(client id, username, password) to publish on ``topic``: the device's own account
+    for a well-formed device topic, else the test observer."""
+    from fleet_wire.topics import is_valid_device_id
+
+    parts = topic.split("/")
+    if len(parts) >= 4 and parts[:2] == ["fleet", "v1"] and is_valid_device_id(parts[2]):
+        return parts[2], parts[2], broker.device_password(parts[2])
+    user, password = broker.observer
+    return f"{user}-{uuid.uuid4().hex[:8]}", user, password
+
+
 def mqtt_publish(
     broker: Broker, topic: str, payload: bytes, content_type: str | None = None, qos: int = 1
 ) -> None:
-    """Publish one message as a device would (MQTT v5, waits for PUBACK)."""
+    """Publish one message as a device would (MQTT v5, waits for PUBACK).
+
+    On a device's topic it logs in as that device (client id = device id,
+    so a live connection of the same device is taken over).
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client_id, user, password = broker_credentials(broker, topic)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
+    client.username_pw_set(user, password)
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
@@ -275,6 +429,7 @@ class CloudStack:
             "FLEET_HTTP_PORT": str(self.port),
             "FLEET_JWT_SECRET": "test-secret-" + uuid.uuid4().hex,
             "FLEET_INGEST_CLIENT_PREFIX": f"ingest-test-{self.port}",
+            **self.broker.service_env(),
             **self.extra_env,
         }
 

@@ -146,7 +146,7 @@ def main() -> None:
         cloud = CloudStack(broker, dsn, tmp / "cloud").start()
         proxy = FaultProxy(broker.host, broker.port).start()
         proxy.set_rate(rate)
-        rig = AgentRig(tmp / "agent", proxy.host, proxy.port, seed=7, hz=1)
+        rig = AgentRig(tmp / "agent", proxy.host, proxy.port, seed=7, hz=1, broker=broker)
         rig.tmp.mkdir()
         cloud.register_vehicle("Drain bench", rig.device)
         # The agent's defaults, except: every fix recorded (the receiver runs at

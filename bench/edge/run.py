@@ -119,6 +119,7 @@ def agent_config(path: Path, work: Path, broker: Broker, device: str) -> None:
 [broker]
 host = "{broker.host}"
 port = {broker.port}
+password = "{broker.device_password(device)}"
 [gps]
 port = "{work / "gps0"}"
 [obd]
@@ -146,7 +147,9 @@ async def run_case(
         wait_until(lambda: (work / "gps0").exists() and (work / "elm0").exists(), 20, "sims")
         device = f"bench-{hz}hz-{os.getpid()}"
         agent_config(work / "agent.toml", work, broker, device)
-        async with CloudStandIn(broker.host, broker.port, device) as cloud:
+        async with CloudStandIn(
+            broker.host, broker.port, device, credentials=broker.observer
+        ) as cloud:
             agent = Proc([tool("fleet-agent"), "run", "-c", str(work / "agent.toml"),
                           "--log-level", "warning"], work / "agent.log").start()  # fmt: skip
             try:

@@ -5,10 +5,14 @@ Runs the agent's own GPS source and OBD poller (the same code paths as
 clock and the outbox's disk. Prints one line per check with PASS, WARN or
 FAIL and the reason; exits non-zero if anything failed.
 
-The broker probe connects as ``<device_id>-doctor`` (username = device_id), so
-a running agent keeps its own session, and round-trips a probe message on
-the device's ``down/cmd`` topic: it never reaches the cloud's ingest (which
-would dead-letter it) and the agent does not act on it.
+The broker probe logs in as the device (client id = username = device_id:
+the broker binds the account to that client id, docs/security.md) over TLS
+when configured, and subscribes to the device's ``down/cmd`` topic: the
+CONNACK proves address, TLS and credentials, the SUBACK's grant proves the
+device's ACL. It sends nothing (a device may publish only its ``up/`` topics,
+which the cloud ingests) and resumes the device's persistent session rather
+than discarding it; a running agent is taken over for that moment and
+reconnects by itself, re-sending whatever was not acked.
 """
 
 from __future__ import annotations
@@ -19,19 +23,21 @@ import glob
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet_edge.config import AgentConfig
 from fleet_edge.gps.fix import GpsFix, GpsReading, NoFix
 from fleet_edge.gps.source import make_gps_source
 from fleet_edge.obd.pids import BY_NAME, BY_PID
 from fleet_edge.obd.poller import ObdPoller
-from fleet_wire import Down, down_topic, encode_json
+from fleet_wire import Down, down_topic
 
 Result = Literal["PASS", "WARN", "FAIL"]
 CLOCK_TOLERANCE_S = 2.0
@@ -219,32 +225,43 @@ async def _first_values(poller: ObdPoller) -> None:
 
 async def check_broker(cfg: AgentConfig, timeout_s: float = 10.0) -> Check:
     b = cfg.broker
+    where = f"{b.host}:{b.port}{' (TLS)' if b.tls else ''}"
     topic = down_topic(cfg.device_id, Down.CMD)
-    nonce = uuid.uuid4().hex
-    probe = encode_json({"v": 1, "probe": nonce})
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = b.session_expiry_s
     t0 = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
             async with aiomqtt.Client(
                 b.host,
                 b.port,
-                identifier=f"{cfg.device_id}-doctor",
+                identifier=cfg.device_id,
                 username=cfg.device_id,
                 password=b.password,
                 protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=props,
+                tls_params=b.tls_params(),
                 timeout=timeout_s,
             ) as client:
-                await client.subscribe(topic, qos=1)
-                await client.publish(topic, probe, qos=1)
-                async for m in client.messages:
-                    if isinstance(m.payload, bytes) and nonce.encode() in m.payload:
-                        break
+                granted = await client.subscribe(topic, qos=1)
     except TimeoutError:
-        return Check("broker", "FAIL", f"{b.host}:{b.port}: no round trip within {timeout_s:.0f} s")
+        return Check("broker", "FAIL", f"{where}: no answer within {timeout_s:.0f} s")
     except aiomqtt.MqttError as e:
-        return Check("broker", "FAIL", f"{b.host}:{b.port}: {e}")
+        return Check("broker", "FAIL", f"{where}: {e}")
+    except (OSError, ValueError) as e:  # TLS files missing or unreadable
+        return Check("broker", "FAIL", f"{where}: {e}")
+    codes = [c.value if isinstance(c, ReasonCode) else int(c) for c in granted]
+    if not codes or any(c >= 0x80 for c in codes):  # 0x80 and up: refused
+        return Check(
+            "broker", "FAIL", f"{where}: logged in, but not allowed to subscribe to {topic}"
+        )
     ms = (time.monotonic() - t0) * 1000
-    return Check("broker", "PASS", f"{b.host}:{b.port}: publish/receive round trip in {ms:.0f} ms")
+    return Check(
+        "broker",
+        "PASS",
+        f"{where}: logged in as {cfg.device_id}, subscribe round trip in {ms:.0f} ms",
+    )
 
 
 def check_outbox_disk(cfg: AgentConfig) -> Check:

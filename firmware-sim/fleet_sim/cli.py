@@ -149,6 +149,22 @@ def gps(
         raise _fail(e.strerror or str(e)) from None
 
 
+def _password_map(path: Path) -> dict[str, str]:
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise _fail(f"--password-file {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise _fail(f"--password-file {path}: not JSON ({e})") from None
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+    ):
+        raise _fail(f"--password-file {path}: expected a JSON object of device id -> password")
+    return doc
+
+
 @app.command()
 def fleet(
     count: Annotated[
@@ -199,6 +215,13 @@ def fleet(
         int,
         typer.Option(min=0, help="MQTT session expiry (s): how long the broker keeps acks for us."),
     ] = 86_400,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help='JSON object {"DEVICE_ID": "PASSWORD", ...}: each vehicle logs in with its '
+            "own broker account (fleet-cloud broker-devices writes such a file)."
+        ),
+    ] = None,
 ) -> None:
     """Simulate a fleet of vehicles speaking wire protocol v1 directly over MQTT.
 
@@ -225,11 +248,14 @@ def fleet(
         max_unacked=max_unacked,
         status_seconds=status_seconds,
         session_expiry=session_expiry,
+        passwords=_password_map(password_file) if password_file else {},
     )
     try:
         asyncio.run(run_fleet(opts))
     except OSError as e:
         raise _fail(e.strerror or str(e)) from None
+    except ValueError as e:
+        raise _fail(str(e)) from None
 
 
 @app.command()

@@ -81,6 +81,8 @@ class FleetOptions:
     status_seconds: float = 60.0
     session_expiry: int = 86_400
     keepalive: int = 60
+    # device id -> broker password (docs/security.md); empty: no password sent.
+    passwords: dict[str, str] = field(default_factory=dict, hash=False)
 
     def device_id(self, i: int) -> str:
         return f"{self.prefix}-{i:04d}"
@@ -223,6 +225,7 @@ class Vehicle:
             self.opts.port,
             identifier=self.device_id,
             username=self.device_id,
+            password=self.opts.passwords.get(self.device_id),
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=connect_props,
@@ -403,6 +406,13 @@ async def run_fleet(opts: FleetOptions, stop: asyncio.Event | None = None) -> Fl
     """Run the fleet until SIGTERM/SIGINT (or until ``stop`` is set)."""
     if not 1 <= opts.count <= MAX_VEHICLES:
         raise ValueError(f"count must be within 1..{MAX_VEHICLES}")
+    if opts.passwords:
+        ids = [opts.device_id(i) for i in range(opts.first, opts.first + opts.count)]
+        missing = [d for d in ids if d not in opts.passwords]
+        if missing:
+            raise ValueError(
+                f"no password for {len(missing)} vehicle(s) in the password file, e.g. {missing[0]}"
+            )
     _raise_fd_limit(opts.count + 64)
     oracle: Oracle | None = None
     if opts.oracle is not None:

@@ -42,6 +42,7 @@ class AckListener:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a, **k: self._subscribed.set()
+        self.client.username_pw_set(*cloud.broker.observer)
         self.client.connect(cloud.broker.host, cloud.broker.port)
         self.client.subscribe(down_topic(device_id, Down.ACK), qos=1)
         self.client.loop_start()

@@ -46,6 +46,7 @@ def test_fix_from_simulated_receiver_reaches_postgres_and_outbox_empties(
     config.write_text(
         f'device_id = "{device}"\n'
         f'[broker]\nhost = "{cloud.broker.host}"\nport = {cloud.broker.port}\n'
+        f'password = "{cloud.broker.device_password(device)}"\n'
         f'[gps]\nport = "{link}"\n'
         f'[outbox]\npath = "{outbox}"\n'
         "[sampler]\nmin_interval_s = 0\nmin_distance_m = 0\n"

@@ -43,7 +43,17 @@ class Received:
 
 
 class CloudStandIn:
-    def __init__(self, host: str, port: int, device_id: str, *, acking: bool = True) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        device_id: str,
+        *,
+        acking: bool = True,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        """credentials: (username, password) of an account that may subscribe to
+        device traffic and publish acks, e.g. the test broker's ``observer``."""
         self.device_id = device_id
         self.acking = acking
         self.batches: list[Received] = []
@@ -54,6 +64,8 @@ class CloudStandIn:
             host,
             port,
             identifier=f"test-cloud-{uuid.uuid4().hex[:8]}",
+            username=credentials[0] if credentials else None,
+            password=credentials[1] if credentials else None,
             protocol=aiomqtt.ProtocolVersion.V5,
         )
         self._task: asyncio.Task[None] | None = None

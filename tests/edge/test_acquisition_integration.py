@@ -36,10 +36,15 @@ def pty_fds() -> int:
 
 
 def config(broker: Broker, tmp_path: Path) -> AgentConfig:
+    device_id = f"test-{uuid.uuid4().hex[:10]}"
     return AgentConfig(
-        device_id=f"test-{uuid.uuid4().hex[:10]}",
+        device_id=device_id,
         broker=BrokerConfig(
-            host=broker.host, port=broker.port, reconnect_min_s=0.2, reconnect_max_s=1.0
+            host=broker.host,
+            port=broker.port,
+            password=broker.device_password(device_id),
+            reconnect_min_s=0.2,
+            reconnect_max_s=1.0,
         ),
         gps=GpsConfig(port=tmp_path / "gps0", reopen_max_s=0.5),
         obd=ObdConfig(enabled=True, port=tmp_path / "elm0", reopen_max_s=0.5, ecu_silent_s=2.0),
@@ -79,7 +84,9 @@ async def test_both_sims_engine_on_fixes_and_unplug_replug(broker: Broker, tmp_p
     cfg = config(broker, tmp_path)
     agent = None
     try:
-        async with CloudStandIn(broker.host, broker.port, cfg.device_id) as cloud:
+        async with CloudStandIn(
+            broker.host, broker.port, cfg.device_id, credentials=broker.observer
+        ) as cloud:
             agent = RunningAgent(cfg)
 
             def fixes() -> list[Fix]:

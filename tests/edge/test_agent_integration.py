@@ -32,10 +32,15 @@ from tests.harness import Broker
 
 
 def agent_config(broker: Broker, tmp_path: Path, **publisher: Any) -> AgentConfig:
+    device_id = f"test-{uuid.uuid4().hex[:10]}"
     return AgentConfig(
-        device_id=f"test-{uuid.uuid4().hex[:10]}",
+        device_id=device_id,
         broker=BrokerConfig(
-            host=broker.host, port=broker.port, reconnect_min_s=0.2, reconnect_max_s=1.0
+            host=broker.host,
+            port=broker.port,
+            password=broker.device_password(device_id),
+            reconnect_min_s=0.2,
+            reconnect_max_s=1.0,
         ),
         gps=GpsConfig(port=tmp_path / "gps0", reopen_max_s=0.5),
         outbox=OutboxConfig(path=tmp_path / "outbox.db", commit_interval_s=0.2),
@@ -79,7 +84,9 @@ async def test_rows_deleted_only_after_cloud_ack_and_resent_until_then(
 ) -> None:
     cfg = agent_config(broker, tmp_path)
     t0 = now_utc()
-    async with CloudStandIn(broker.host, broker.port, cfg.device_id, acking=False) as cloud:
+    async with CloudStandIn(
+        broker.host, broker.port, cfg.device_id, acking=False, credentials=broker.observer
+    ) as cloud:
         agent = RunningAgent(cfg)
         try:
             await eventually(
@@ -154,7 +161,9 @@ async def test_backlog_drains_oldest_first_behind_live_fixes(
 ) -> None:
     cfg = agent_config(broker, tmp_path, drain_rate=100.0, backlog_batch=50)
     backlog = _prefill(cfg.outbox.path, [(111, 300), (222, 300)])
-    async with CloudStandIn(broker.host, broker.port, cfg.device_id) as cloud:
+    async with CloudStandIn(
+        broker.host, broker.port, cfg.device_id, credentials=broker.observer
+    ) as cloud:
         agent = RunningAgent(cfg)
         try:
             await eventually(lambda: len(cloud.seqs()) > 0, 20, "backlog starts")
@@ -224,7 +233,9 @@ async def test_broker_restart_reconnects_and_delivers_what_was_recorded_meanwhil
     t0 = now_utc()
     agent = None
     try:
-        async with CloudStandIn(own.host, own.port, cfg.device_id) as cloud:
+        async with CloudStandIn(
+            own.host, own.port, cfg.device_id, credentials=own.observer
+        ) as cloud:
             agent = RunningAgent(cfg)
             await eventually(lambda: any(s.online for s in cloud.statuses), 20, "online")
             await feed(pty, t0, 0, 3)
@@ -235,7 +246,9 @@ async def test_broker_restart_reconnects_and_delivers_what_was_recorded_meanwhil
         await feed(pty, t0, 3, 4)  # recorded while the broker is down
         await eventually(lambda: agent is not None and agent.depth() == 4, 20, "kept offline")
         own = Broker(own.data_dir, port=own.port).start()
-        async with CloudStandIn(own.host, own.port, cfg.device_id) as cloud:
+        async with CloudStandIn(
+            own.host, own.port, cfg.device_id, credentials=own.observer
+        ) as cloud:
             await eventually(lambda: set(cloud.seqs()) >= {4, 5, 6, 7}, 30, "backlog after restart")
             await eventually(lambda: agent is not None and agent.depth() == 0, 20, "acked")
             await eventually(

@@ -55,6 +55,9 @@ def test_bad_config_file_is_one_line(tmp_path: Path) -> None:
 CONFIG = """
 device_id = "{device_id}"
 
+[broker]
+password = "{password}"
+
 [outbox]
 # Long on purpose: only the shutdown path can commit the fixes of this test.
 commit_interval_s = 30
@@ -81,7 +84,7 @@ async def test_sigterm_commits_pending_fixes_then_restart_delivers_and_kill9_fir
 ) -> None:
     device_id = f"test-cli-{uuid.uuid4().hex[:8]}"
     cfg = tmp_path / "agent.toml"
-    cfg.write_text(CONFIG.format(device_id=device_id))
+    cfg.write_text(CONFIG.format(device_id=device_id, password=broker.device_password(device_id)))
     outbox = tmp_path / "outbox.db"
     link = tmp_path / "gps0"
     argv = [
@@ -98,7 +101,9 @@ async def test_sigterm_commits_pending_fixes_then_restart_delivers_and_kill9_fir
     ]
     gps = PtyGps(link, plugged=False)
     env = {"PYTHONUNBUFFERED": "1"}
-    async with CloudStandIn(broker.host, broker.port, device_id, acking=False) as cloud:
+    async with CloudStandIn(
+        broker.host, broker.port, device_id, acking=False, credentials=broker.observer
+    ) as cloud:
         # 1. Started before its GPS exists: it waits for it, it does not fail.
         agent = Proc(argv, tmp_path / "agent1.log", env).start()
         try:

@@ -10,8 +10,10 @@ from tests.harness import Broker, tool
 
 
 def doctor(broker: Broker, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[broker]\npassword = "{broker.device_password("doc-test-01")}"\n')
     return subprocess.run(
-        [tool("fleet-agent"), "doctor", "--device-id", "doc-test-01",
+        [tool("fleet-agent"), "doctor", "--config", str(cfg), "--device-id", "doc-test-01",
          "--gps-serial", str(tmp_path / "gps0"), "--obd-serial", str(tmp_path / "elm0"),
          "--broker", f"{broker.host}:{broker.port}", "--outbox", str(tmp_path / "outbox.db"),
          *extra],

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import CloudStack, Proc, db_fetch, tool, wait_until
+from tests.harness import Broker, CloudStack, Proc, db_fetch, tool, wait_until
 
 GPS_HZ = 10
 
@@ -46,6 +46,9 @@ class AgentRig:
     outbox_cfg: dict[str, Any] = field(default_factory=dict)
     publisher_cfg: dict[str, Any] = field(default_factory=dict)
     device: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:8]}")
+    # Whose device account the agent logs in with (the connection itself may
+    # go through a FaultProxy at broker_host:broker_port).
+    broker: Broker | None = None
     gps: Proc | None = None
     agent: Proc | None = None
     starts: int = 0
@@ -77,6 +80,7 @@ class AgentRig:
             "[broker]",
             f'host = "{self.broker_host}"',
             f"port = {self.broker_port}",
+            *([f'password = "{self.broker.device_password(self.device)}"'] if self.broker else []),
             "reconnect_min_s = 0.2",
             "reconnect_max_s = 2.0",
             "[gps]",
@@ -224,6 +228,7 @@ class FleetLoad:
     count: int = 20
     prefix: str = field(default_factory=lambda: f"fl{uuid.uuid4().hex[:6]}")
     proc: Proc | None = None
+    broker: Broker | None = None  # whose device accounts the vans log in with
 
     @property
     def oracle(self) -> Path:
@@ -235,10 +240,15 @@ class FleetLoad:
     def start(self, cloud: CloudStack) -> FleetLoad:
         for d in self.devices():
             cloud.register_vehicle(f"Load {d}", d)
+        passwords = self.tmp / "fleet-passwords.json"
+        passwords.write_text(
+            json.dumps((self.broker or cloud.broker).device_passwords(self.devices()))
+        )
         self.proc = Proc(
             [tool("fleet-sim"), "fleet", "--count", str(self.count), "--prefix", self.prefix,
              "--broker", f"{self.broker_host}:{self.broker_port}", "--hz", "2",
-             "--oracle", str(self.oracle), "--resend-seconds", "5", "--status-seconds", "10"],
+             "--oracle", str(self.oracle), "--resend-seconds", "5", "--status-seconds", "10",
+             "--password-file", str(passwords)],
             self.tmp / "fleet.log",
         ).start()  # fmt: skip
         return self

@@ -19,7 +19,7 @@ RESTART_SEC = 0.5
 
 
 def kill_loop(cloud: CloudStack, tmp_path: Path, duration_s: float, seed: int) -> None:
-    rig = AgentRig(tmp_path, cloud.broker.host, cloud.broker.port, seed=seed)
+    rig = AgentRig(tmp_path, cloud.broker.host, cloud.broker.port, seed=seed, broker=cloud.broker)
     cloud.register_vehicle(f"Kill-9 {rig.device}", rig.device)
     rng = random.Random(seed)
     kills = 0

@@ -18,7 +18,8 @@ from tests.harness import CloudStack
 
 def broker_kills(cloud: CloudStack, tmp_path: Path, kills: int, seed: int) -> None:
     rng = random.Random(seed)
-    rig = AgentRig(tmp_path / "agent", cloud.broker.host, cloud.broker.port, seed=seed)
+    rig = AgentRig(tmp_path / "agent", cloud.broker.host, cloud.broker.port, seed=seed,
+                   broker=cloud.broker)  # fmt: skip
     rig.tmp.mkdir()
     cloud.register_vehicle(f"Broker kill {rig.device}", rig.device)
     load = FleetLoad(tmp_path, cloud.broker.host, cloud.broker.port)

@@ -54,7 +54,7 @@ def jumps(cloud: CloudStack, tmp_path: Path, offsets: list[str], step_s: float) 
         pytest.fail("libfaketime missing: apt-get install faketime (deploy/bootstrap.sh)")
     offset = tmp_path / "faketime-offset"
     offset.write_text("+0\n")
-    rig = AgentRig(tmp_path, cloud.broker.host, cloud.broker.port, seed=51)
+    rig = AgentRig(tmp_path, cloud.broker.host, cloud.broker.port, seed=51, broker=cloud.broker)
     cloud.register_vehicle(f"Clock {rig.device}", rig.device)
     try:
         rig.start_gps()

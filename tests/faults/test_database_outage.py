@@ -41,7 +41,7 @@ def outage(
     stack: tuple[PgCluster, CloudStack], tmp_path: Path, outages: int, down_s: float
 ) -> None:
     pg, cloud = stack
-    rig = AgentRig(tmp_path / "agent", cloud.broker.host, cloud.broker.port)
+    rig = AgentRig(tmp_path / "agent", cloud.broker.host, cloud.broker.port, broker=cloud.broker)
     rig.tmp.mkdir()
     cloud.register_vehicle(f"DB outage {rig.device}", rig.device)
     load = FleetLoad(tmp_path, cloud.broker.host, cloud.broker.port)

@@ -21,7 +21,7 @@ def cut_and_restore(cloud: CloudStack, tmp_path: Path, cuts: list[float], seed: 
     proxy = FaultProxy(cloud.broker.host, cloud.broker.port).start()
     # A slow drain (20 fixes/s in batches of 50) makes "live fixes keep arriving
     # during the drain" observable with a backlog of a few hundred fixes.
-    rig = AgentRig(tmp_path, proxy.host, proxy.port, seed=seed,
+    rig = AgentRig(tmp_path, proxy.host, proxy.port, seed=seed, broker=cloud.broker,
                    publisher_cfg={"drain_rate": 20.0, "backlog_batch": 50})  # fmt: skip
     cloud.register_vehicle(f"Net cut {rig.device}", rig.device)
     windows: list[tuple[int, int]] = []

@@ -38,7 +38,7 @@ def fill_cap(cloud: CloudStack, tmp_path: Path, max_bytes: int, offline_s: float
     proxy = FaultProxy(cloud.broker.host, cloud.broker.port).start()
     proxy.cut()
     rig = AgentRig(tmp_path, proxy.host, proxy.port, seed=41,
-                   outbox_cfg={"max_bytes": max_bytes})  # fmt: skip
+                   outbox_cfg={"max_bytes": max_bytes}, broker=cloud.broker)  # fmt: skip
     cloud.register_vehicle(f"Cap {rig.device}", rig.device)
     peak = 0
 

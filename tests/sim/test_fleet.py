@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import uuid
 from collections import Counter, defaultdict
@@ -38,16 +39,26 @@ def unique_prefix() -> str:
 
 
 def mqtt(broker: Broker) -> aiomqtt.Client:
+    user, password = broker.observer
     return aiomqtt.Client(
         broker.host,
         broker.port,
         identifier=f"test-{uuid.uuid4().hex[:10]}",
+        username=user,
+        password=password,
         protocol=aiomqtt.ProtocolVersion.V5,
     )
 
 
 def start_fleet(broker: Broker, log: Path, prefix: str, *args: str) -> Proc:
     argv = [tool("fleet-sim"), "fleet", "--broker", f"{broker.host}:{broker.port}"]
+    if broker.proc is not None:  # a broker that runs: give the vans their accounts
+        opt = dict(zip(args[::2], args[1::2], strict=False))
+        first, count = int(opt.get("--first", 0)), int(opt.get("--count", 50))
+        ids = [f"{prefix}-{i:04d}" for i in range(first, first + count)]
+        passwords = log.with_suffix(".passwords.json")
+        passwords.write_text(json.dumps(broker.device_passwords(ids)))
+        argv += ["--password-file", str(passwords)]
     return Proc([*argv, "--prefix", prefix, *args], log).start()
 
 
@@ -334,6 +345,30 @@ def test_bad_arguments_are_explained(args: list[str], complaint: str) -> None:
         [tool("fleet-sim"), "fleet", *args], capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 2
+    assert complaint in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        (None, "--password-file"),
+        ("not json", "not JSON"),
+        ('["a list"]', "expected a JSON object"),
+        ('{"someone-else": "pw"}', "no password for 2 vehicle(s)"),
+    ],
+)
+def test_a_bad_password_file_is_explained(
+    tmp_path: Path, content: str | None, complaint: str
+) -> None:
+    f = tmp_path / "passwords.json"
+    if content is not None:
+        f.write_text(content)
+    r = subprocess.run(
+        [tool("fleet-sim"), "fleet", "--count", "2", "--password-file", str(f)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
     assert complaint in r.stderr
     assert "Traceback" not in r.stderr
 
