@@ -11,57 +11,26 @@ Uses Debian's Chromium (/usr/bin/chromium); Playwright never downloads a browser
 from __future__ import annotations
 
 import math
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright import sync_api  # installed by deploy/bootstrap.sh (the [dev] extra)
+from playwright import sync_api
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+from tests.browser.browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    attr,
+    marker_selector,
+    off_loop,
+    text,
+)
+
 EPS = 1e-5  # degrees (~1 m): the cloud may round coordinates on the way
 
 pytestmark = pytest.mark.browser
-
-
-def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a blocking helper of the `cloud` fixture from a plain thread.
-
-    Inside a sync_playwright() block the current thread has Playwright's event
-    loop marked as running, so a helper that uses asyncio.run() would fail there.
-    """
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result["value"] = fn(*args)
-        except BaseException as exc:
-            result["error"] = exc
-
-    t = threading.Thread(target=run, name=f"cloud-{getattr(fn, '__name__', 'call')}")
-    t.start()
-    t.join(timeout=120)
-    if t.is_alive():
-        raise TimeoutError(f"{fn!r} did not return within 120 s")
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
-
-def marker_selector(vehicle_id: int) -> str:
-    return f'.vehicle-marker[data-vehicle-id="{vehicle_id}"]'
 
 
 def test_live_marker_follows_published_fixes(cloud: Any) -> None:
@@ -111,7 +80,7 @@ def test_live_marker_follows_published_fixes(cloud: Any) -> None:
             page.fill("#login-password", cloud.password + "-wrong")
             page.click("#login-submit")
             page.wait_for_selector("#login-error", state="visible")
-            assert "wrong email or password" in page.text_content("#login-error").lower()
+            assert "wrong email or password" in text(page, "#login-error").lower()
             page.screenshot(path=str(ARTIFACTS / "dashboard-login-error.png"))
             expecting_login_401 = False
 
@@ -126,8 +95,8 @@ def test_live_marker_follows_published_fixes(cloud: Any) -> None:
             row = page.locator(f'.vehicle-row[data-vehicle-id="{vehicle_id}"]')
             assert name in row.inner_text()
 
-            lat0 = float(marker.get_attribute("data-lat"))
-            lon0 = float(marker.get_attribute("data-lon"))
+            lat0 = float(attr(marker, "data-lat"))
+            lon0 = float(attr(marker, "data-lon"))
             assert abs(lat0 - first["lat"]) < EPS and abs(lon0 - first["lon"]) < EPS, (lat0, lon0)
             assert "status-moving" in (marker.get_attribute("class") or "")
             page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"))
@@ -149,8 +118,8 @@ def test_live_marker_follows_published_fixes(cloud: Any) -> None:
             # The row opens the details panel for that vehicle.
             row.click()
             page.wait_for_selector("#vehicle-panel", state="visible")
-            assert page.text_content("#panel-title") == name
-            assert "35 km/h" in page.text_content("#panel-speed")
+            assert text(page, "#panel-title") == name
+            assert "35 km/h" in text(page, "#panel-speed")
             page.screenshot(path=str(ARTIFACTS / "dashboard-panel.png"))
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"))
