@@ -8,13 +8,14 @@ import logging
 import re
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import asyncpg
 import orjson
 import typer
 
-from fleet_cloud import directory
+from fleet_cloud import broker_cli, directory
 from fleet_cloud.settings import Settings
 
 log = logging.getLogger("fleet_cloud")
@@ -388,6 +389,31 @@ def device_filters(
     asyncio.run(go())
 
 
+@app.command("config-keygen")
+def config_keygen(
+    file: Annotated[
+        Path | None,
+        typer.Option(help="where to write the key (default: FLEET_CONFIG_SIGNING_KEY_FILE)"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="replace an existing key (devices must be re-provisioned)")
+    ] = False,
+) -> None:
+    """Create the key that signs remote configs (Ed25519 seed, mode 0600); print its public key."""
+    from fleet_cloud.remote_config.signing import SigningKeyError, write_new_key
+
+    path = file or _settings().config_signing_key_file
+    if path is None:
+        _fail("give --file or set FLEET_CONFIG_SIGNING_KEY_FILE")
+    assert path is not None
+    try:
+        public = write_new_key(path, overwrite=force)
+    except (SigningKeyError, OSError) as e:
+        _fail(str(e))
+    typer.echo(f"signing key written to {path} (mode 0600)")
+    typer.echo(f"public key (give it to devices as remote.public_key): {public}")
+
+
 @app.command("seed-demo")
 def seed_demo(
     agents: Annotated[int, typer.Option(help="vehicles with a full agent: agent-01..")] = 3,
@@ -415,6 +441,9 @@ def seed_demo(
         typer.echo(f"demo tenant: {agents} agent vehicles, {sims} simulated vans; login {email}")
 
     asyncio.run(go())
+
+
+broker_cli.register(app)  # broker-init, broker-devices (docs/security.md)
 
 
 def main() -> None:

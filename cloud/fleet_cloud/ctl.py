@@ -57,7 +57,7 @@ def _request(method: str, path: str, **kw: Any) -> Any:
         _fail("session expired or invalid: run `fleetctl login` again")
     if r.status_code >= 400:
         _fail(r.json().get("error", {}).get("message", r.text))
-    return r.json()
+    return r.json() if r.content else None  # 204: nothing
 
 
 @app.command()
@@ -115,6 +115,16 @@ def vehicles(
             str(v["id"]), v["name"], v["device_id"] or "-", status, spd, pos, _age(st.get("t"))
         )
     console.print(table if rows else "no vehicles")
+
+
+from fleet_cloud import ctl_claims  # noqa: E402  (its commands use the helpers above)
+
+app.add_typer(ctl_claims.app, name="claim")
+
+from fleet_cloud import ctl_config  # noqa: E402
+
+app.add_typer(ctl_config.app, name="config")
+app.add_typer(ctl_config.command_app, name="command")
 
 
 def main() -> None:

@@ -53,6 +53,13 @@ class LiveState:
     def for_tenant(self, tenant_id: int) -> list[VehicleState]:
         return [s for s in self._states.values() if s["tenant_id"] == tenant_id]
 
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def forget(self, vehicle_id: int) -> None:
+        """A deleted vehicle: no longer in snapshots (other nodes drop it at restart)."""
+        self._states.pop(vehicle_id, None)
+
     def prime(self, states: Iterable[VehicleState]) -> None:
         for s in states:
             self._states[s["vehicle_id"]] = s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,8 +17,26 @@ class Settings(BaseSettings):
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    # The ingest account (role fleet-ingest, docs/security.md).
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    # The account that publishes config and commands to devices (role fleet-control).
+    mqtt_control_username: str = "fleet-control"
+    mqtt_control_password: str | None = None
+    # The broker's dynamic-security admin (fleet_cloud.broker_admin only):
+    # creates, disables and enables device accounts.
+    mqtt_admin_username: str = "fleet-admin"
+    mqtt_admin_password: str | None = None
+    # The broker as vehicles reach it, handed to each unit at provisioning
+    # (docs/provisioning.md). Host and plain port default to mqtt_host/mqtt_port;
+    # with a TLS port and the CA file set, units are told to use TLS.
+    public_mqtt_host: str | None = None
+    public_mqtt_port: int | None = None
+    public_mqtt_tls_port: int | None = None
+    broker_ca_file: Path | None = None
+    # Unknown claim tokens per client IP per window before POST /provision answers 429.
+    provision_max_failures: int = 10
+    provision_window_s: int = 300
     # Ingest worker client ids are "<prefix>-<n>": stable across restarts so a
     # worker resumes its persistent session instead of leaving one behind.
     ingest_client_prefix: str = "fleet-ingest"
@@ -68,3 +87,17 @@ class Settings(BaseSettings):
     # Failed logins per (email, client IP) per window before answering 429.
     login_max_failures: int = 10
     login_window_s: int = 60
+    # Requests per second per tenant (all its users and keys), with bursts up to
+    # tenant_rate_burst; 0 turns the limit off. Shared through Redis when configured.
+    tenant_rate_per_s: float = 200.0
+    tenant_rate_burst: int = 400
+    # GET /metrics: with a token, callers must send it as a bearer token; without
+    # one, only loopback clients (a Prometheus on the same host) are answered.
+    metrics_token: str | None = None
+
+    # Remote config (docs/remote-config.md): the 32-byte Ed25519 seed that signs
+    # every desired config (`fleet-cloud config-keygen` writes it, mode 0600).
+    config_signing_key_file: Path | None = None
+    # How often the remote-config service republishes, advances rollouts and
+    # expires commands when nothing wakes it earlier.
+    remote_tick_s: float = 1.0

@@ -2,6 +2,7 @@
 
 gps source -> (queue) -> sampler -> outbox writer -> [SQLite] -> publisher
                                                           health reporter
+                      remote config + commands (downlink) <-> publisher
 
 On SIGTERM/SIGINT: the GPS stops first, the readings already queued are
 sampled, the writer commits everything it holds, the publisher sends the
@@ -16,6 +17,8 @@ import dataclasses
 import logging
 import secrets
 import signal
+import time
+from dataclasses import dataclass
 
 from fleet_edge.config import AgentConfig
 from fleet_edge.gps.fix import GpsFix, GpsReading
@@ -25,7 +28,12 @@ from fleet_edge.obd.poller import ObdPoller
 from fleet_edge.outbox import Outbox
 from fleet_edge.outbox_writer import OutboxWriter
 from fleet_edge.publisher import Publisher
+from fleet_edge.remote.config_keeper import load_config_state
+from fleet_edge.remote.downlink import Downlink
+from fleet_edge.remote.runtime import AgentRuntime
+from fleet_edge.remote.state import ConfigState
 from fleet_edge.sampler import Sampler
+from fleet_edge.watchdog import SystemdWatchdog
 from fleet_wire.models import MAX_JSON_INT
 
 log = logging.getLogger(__name__)
@@ -41,11 +49,31 @@ def new_boot_id() -> int:
     return secrets.randbelow(MAX_JSON_INT + 1)
 
 
+@dataclass
+class LatestFix:
+    """The receiver's newest fix, for the ``locate`` command."""
+
+    fix: GpsFix
+    received: float  # monotonic
+    recorded: bool
+
+
 class Agent:
-    def __init__(self, cfg: AgentConfig, outbox: Outbox, boot: int) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        outbox: Outbox,
+        boot: int,
+        remote: tuple[AgentConfig, ConfigState] | None = None,
+    ) -> None:
+        """``cfg``: the config in force; ``remote``: (local config, stored remote state)."""
         self.cfg = cfg
         self.boot = boot
         self.outbox = outbox
+        self.latest_fix: LatestFix | None = None
+        self._stop: asyncio.Event | None = None
+        local, state = remote or (cfg, ConfigState())
+        self.downlink = Downlink(local, state, cfg, AgentRuntime(self))
         self.readings: asyncio.Queue[GpsReading] = asyncio.Queue(READINGS_QUEUE_MAX)
         self.gps = make_gps_source(cfg.gps, self.readings)
         # Engine values and ignition, attached to the fixes that follow them.
@@ -53,7 +81,9 @@ class Agent:
         self.sampler = Sampler(cfg.sampler)
         # The publisher asks the health reporter for a status on each connect;
         # the health reporter reads the publisher's counters: hence the lambda.
-        self.publisher = Publisher(cfg, outbox, status_provider=lambda: self.health.build_status())
+        self.publisher = Publisher(
+            cfg, outbox, status_provider=lambda: self.health.build_status(), downlink=self.downlink
+        )
         self.writer = OutboxWriter(
             outbox,
             boot,
@@ -82,6 +112,7 @@ class Agent:
             self.cfg.broker.port,
             self.cfg.outbox.path,
         )
+        self._stop = stop
         async with asyncio.TaskGroup() as tg:
             gps = tg.create_task(self.gps.run(), name="gps-source")
             obd = tg.create_task(self.obd.run(), name="obd-poller") if self.obd else None
@@ -89,6 +120,13 @@ class Agent:
             writer = tg.create_task(self.writer.run(), name="outbox-writer")
             publisher = tg.create_task(self.publisher.run(), name="publisher")
             health = tg.create_task(self.health.run(self.publisher.publish_status), name="health")
+            downlink = tg.create_task(self.downlink.run(), name="downlink")
+            vital = {"gps-source": gps, "sampler": sampler, "outbox-writer": writer,
+                     "publisher": publisher, **({"obd-poller": obd} if obd else {})}  # fmt: skip
+            watchdog = tg.create_task(
+                SystemdWatchdog.from_env(vital, self.outbox.last_seq, self._status_line).run(),
+                name="watchdog",
+            )
             await stop.wait()
             log.info("stopping")
             loop = asyncio.get_running_loop()
@@ -97,6 +135,8 @@ class Agent:
             if obd is not None:
                 obd.cancel()
             health.cancel()
+            downlink.cancel()
+            watchdog.cancel()  # tells systemd STOPPING=1
             await asyncio.wait({gps})
             self._drain_readings()
             sampler.cancel()
@@ -109,6 +149,11 @@ class Agent:
                     t.cancel()
         log.info("stopped (outbox: %d fixes committed this run)", self.writer.stats.committed)
 
+    def _status_line(self) -> str:
+        """systemd's STATUS= (shown by `systemctl status fleet-agent`)."""
+        link = "online" if self.publisher.stats.connected else "offline"
+        return f"{link}; {self.writer.stats.committed} fixes recorded this run"
+
     async def _sample(self) -> None:
         while True:
             self._take(await self.readings.get())
@@ -117,10 +162,20 @@ class Agent:
         if not isinstance(reading, GpsFix):
             return
         ignition = self.obd.ignition if self.obd is not None else None
-        if self.sampler.accept(reading, ignition):
-            if self.obd is not None:
-                reading = dataclasses.replace(reading, eng=self.obd.snapshot())
-            self.writer.submit(reading)
+        recorded = self.sampler.accept(reading, ignition)
+        if recorded:
+            self.record(reading)
+        self.latest_fix = LatestFix(reading, time.monotonic(), recorded)
+
+    def record(self, fix: GpsFix) -> None:
+        if self.obd is not None:
+            fix = dataclasses.replace(fix, eng=self.obd.snapshot())
+        self.writer.submit(fix)
+
+    def stop_requested(self) -> None:
+        """Stop as on SIGTERM (the ``restart`` command: systemd starts us again)."""
+        if self._stop is not None:
+            self._stop.set()
 
     def _drain_readings(self) -> None:
         while not self.readings.empty():
@@ -137,9 +192,11 @@ async def run_agent(
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
+        # The stored remote config (if any) overlays the local file from the start.
+        state, in_force = load_config_state(cfg)
         outbox = await Outbox.open(cfg.outbox.path, cfg.outbox.max_rows, cfg.outbox.max_bytes)
         try:
-            await Agent(cfg, outbox, new_boot_id()).run(stop)
+            await Agent(in_force, outbox, new_boot_id(), remote=(cfg, state)).run(stop)
         finally:
             await outbox.close()
     finally:

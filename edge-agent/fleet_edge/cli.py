@@ -47,7 +47,10 @@ def run(
         Path | None, typer.Option(help="Override the GPS serial port (gps.port).")
     ] = None,
     outbox: OutboxOpt = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning, error (default: log_level of the config)."),
+    ] = None,
 ) -> None:
     """Run the agent until SIGTERM/SIGINT. A missing GPS port or broker is waited for."""
     from fleet_edge.agent import run_agent
@@ -58,15 +61,17 @@ def run(
         "gps.port": gps_serial,
         "outbox.path": outbox,
     }
+    if log_level is not None:
+        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise _fail(f"--log-level {log_level!r}: expected debug, info, warning or error")
+        overrides["log_level"] = log_level.lower()
     try:
         if broker is not None:
             overrides["broker.host"], overrides["broker.port"] = parse_host_port(broker)
         cfg = load_config(config, overrides)
     except ConfigError as e:
         raise _fail(str(e)) from None
-    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise _fail(f"--log-level {log_level!r}: expected debug, info, warning or error")
-    setup_logging(log_level)
+    setup_logging(cfg.log_level)
     try:
         asyncio.run(run_agent(cfg))
     except OutboxError as e:
@@ -175,6 +180,71 @@ def doctor(
     typer.echo(format_report(cfg.device_id, checks))
     if any(c.result == "FAIL" for c in checks):
         raise typer.Exit(1)
+
+
+@app.command()
+def provision(
+    cloud: Annotated[
+        str, typer.Option(help="The fleet cloud's URL, e.g. https://fleet.example.com")
+    ],
+    token: Annotated[
+        str, typer.Option(envvar="FLEET_CLAIM_TOKEN", help="Claim token (`fleetctl claim create`).")
+    ],
+    config_dir: Annotated[Path, typer.Option(help="Where config.toml and ca.pem go.")] = Path(
+        "/etc/fleet-agent"
+    ),
+    state_dir: Annotated[
+        Path, typer.Option(help="Outbox, install id and remote-config state.")
+    ] = Path("/var/lib/fleet-agent"),
+    user: Annotated[str, typer.Option(help="The agent's system user (owns the files).")] = (
+        "fleet-agent"
+    ),
+    unit_dir: Annotated[Path, typer.Option(help="Where the systemd unit goes.")] = Path(
+        "/etc/systemd/system"
+    ),
+    no_systemd: Annotated[
+        bool, typer.Option("--no-systemd", help="Do not install or start the systemd unit.")
+    ] = False,
+    gps_port: Annotated[Path | None, typer.Option(help="GPS receiver's serial port.")] = None,
+    obd_port: Annotated[
+        Path | None, typer.Option(help="ELM327 adapter's serial port (enables OBD).")
+    ] = None,
+    cloud_ca: Annotated[
+        Path | None, typer.Option(help="CA file for a cloud URL with a private certificate.")
+    ] = None,
+    doctor_timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds the doctor waits for a GPS fix and an ECU.")
+    ] = 30.0,
+) -> None:
+    """Commission this unit: redeem a claim token, write its config and credentials (0600),
+    install and start the systemd unit, then run the doctor. Safe to re-run."""
+    from fleet_edge.doctor import format_report, run_doctor
+    from fleet_edge.provision import ProvisionError, Request, load_written
+    from fleet_edge.provision import provision as run_provision
+
+    req = Request(
+        cloud=cloud,
+        token=token,
+        config_dir=config_dir,
+        state_dir=state_dir,
+        user=user,
+        unit_dir=unit_dir,
+        systemd=not no_systemd,
+        gps_port=gps_port,
+        obd_port=obd_port,
+        cloud_ca=cloud_ca,
+    )
+    try:
+        path = run_provision(req, typer.echo)
+        cfg = load_written(path)
+    except ProvisionError as e:
+        raise _fail(str(e), 1) from None
+    logging.basicConfig(level=logging.CRITICAL)  # the report says it all
+    typer.echo("")
+    checks = asyncio.run(run_doctor(cfg, doctor_timeout))
+    typer.echo(format_report(cfg.device_id, checks))
+    if any(c.result == "FAIL" for c in checks):
+        raise _fail("provisioned, but the doctor found problems (above); fix them and re-run", 1)
 
 
 def main() -> None:

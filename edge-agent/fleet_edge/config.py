@@ -23,24 +23,35 @@ A minimal file (every other key has a default, listed below)::
     [obd]              # optional: an ELM327 adapter (docs/edge.md)
     enabled = true
     port = "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0"
+
+    [remote]           # optional: accept signed config from the cloud (docs/remote-config.md)
+    public_key = "base64 Ed25519 key from provisioning"
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import tomllib
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fleet_wire import is_valid_device_id
 from fleet_wire.models import MAX_FIXES_PER_BATCH
+from fleet_wire.remote import REMOTE_KEYS
 from fleet_wire.topics import DEVICE_ID_PATTERN
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 BatchSize = Annotated[int, Field(ge=1, le=MAX_FIXES_PER_BATCH)]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class ConfigError(ValueError):
@@ -57,6 +68,14 @@ class BrokerConfig(_Section):
     host: str = "localhost"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     password: str | None = None
+    # TLS to the broker's TLS listener (docs/security.md), verifying it against
+    # ca_file (the project CA from provisioning; None: the system's CAs). A
+    # client certificate (cert_file + key_file) is optional, for the listener
+    # that requires one.
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
     # Mosquitto refuses keepalives above its max_keepalive (300 s).
     keepalive_s: Annotated[int, Field(ge=5, le=300)] = 60
     # How long the broker keeps our session (subscription + queued acks) while
@@ -70,6 +89,26 @@ class BrokerConfig(_Section):
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         return self
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (the client certificate)")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("ca_file/cert_file/key_file need tls = true")
+        return self
+
+    def tls_params(self) -> aiomqtt.TLSParameters | None:
+        """What aiomqtt needs for this broker's TLS, or None for plain MQTT."""
+        if not self.tls:
+            return None
+        import aiomqtt
+
+        return aiomqtt.TLSParameters(
+            ca_certs=str(self.ca_file) if self.ca_file else None,
+            certfile=str(self.cert_file) if self.cert_file else None,
+            keyfile=str(self.key_file) if self.key_file else None,
+        )
 
 
 class GpsConfig(_Section):
@@ -182,14 +221,41 @@ class PublisherConfig(_Section):
     status_interval_s: PositiveFloat = 60.0
 
 
+class RemoteConfig(_Section):
+    # The cloud's config-signing key (base64 raw Ed25519, 32 bytes), given at
+    # provisioning. None: every down/config document is refused.
+    public_key: str | None = None
+    # Applied remote config, last known good one and recent command ids
+    # (fleet_edge.remote.state); must survive reboots, like the outbox.
+    state_dir: Path = Path("/var/lib/fleet-agent")
+    # After applying a config the agent must reach the cloud within this long,
+    # or it reverts to the last known good config.
+    probation_s: PositiveFloat = 120.0
+
+    @field_validator("public_key")
+    @classmethod
+    def _ed25519_key(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64") from None
+        if len(raw) != 32:
+            raise ValueError(f"must be a 32-byte Ed25519 public key, got {len(raw)} bytes")
+        return v
+
+
 class AgentConfig(_Section):
     device_id: str
+    log_level: LogLevel = "info"
     broker: BrokerConfig = BrokerConfig()
     gps: GpsConfig = GpsConfig()
     obd: ObdConfig = ObdConfig()
     outbox: OutboxConfig = OutboxConfig()
     sampler: SamplerConfig = SamplerConfig()
     publisher: PublisherConfig = PublisherConfig()
+    remote: RemoteConfig = RemoteConfig()
 
     @field_validator("device_id")
     @classmethod
@@ -242,6 +308,25 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> A
     except ValidationError as e:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"config error: {where}{_one_line(e)}") from None
+
+
+def overlay_remote(base: AgentConfig, flat: Mapping[str, Any]) -> AgentConfig:
+    """``base`` with a remote document's dotted keys set, validated by the same model.
+
+    Only keys in REMOTE_KEYS may appear (credentials, ports, paths and the
+    remote section itself stay local). Raises ConfigError with a one-line
+    reason naming the first problem.
+    """
+    foreign = sorted(k for k in flat if k not in REMOTE_KEYS)
+    if foreign:
+        raise ConfigError(f"{foreign[0]!r} may not be set remotely")
+    doc = base.model_dump()
+    for dotted, value in flat.items():
+        _set_dotted(doc, dotted, value)
+    try:
+        return AgentConfig.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e)) from None
 
 
 def parse_host_port(value: str) -> tuple[str, int]:

@@ -40,7 +40,7 @@ class HealthReporter:
         obd: ObdPoller | None = None,
     ) -> None:
         self._boot = boot
-        self._interval = interval_s
+        self.interval_s = interval_s  # remote config may change it live
         self._outbox = outbox
         self._gps = gps
         self._sampler = sampler
@@ -95,7 +95,7 @@ class HealthReporter:
 
     async def run(self, publish: Callable[[Status], Awaitable[None]]) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.interval_s)
             status = await self.build_status()
             await publish(status)
             self._log(status)

@@ -32,10 +32,16 @@ def setup_logging(level: str = "info") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    set_log_level(level)
+
+
+def set_log_level(level: str) -> None:
+    """Also used live, when remote config changes ``log_level``."""
+    root = logging.getLogger()
     root.setLevel(level.upper())
-    if root.level > logging.DEBUG:
-        # paho's per-packet chatter is only useful when debugging.
-        logging.getLogger("fleet_edge.mqtt").setLevel(logging.WARNING)
+    # paho's per-packet chatter is only useful when debugging.
+    mqtt_level = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("fleet_edge.mqtt").setLevel(mqtt_level)
 
 
 class Every:

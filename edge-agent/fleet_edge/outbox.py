@@ -307,6 +307,22 @@ class OutboxStore:
         self._bytes -= freed
         return n
 
+    def drop_all(self) -> int:
+        """Delete every row (a confirmed clear_outbox command), counted as dropped; how many."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            n = db.execute("DELETE FROM outbox").rowcount
+            db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'", (n,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._rows = self._bytes = 0
+        self._dropped += n
+        self._bound_wal()
+        return n
+
     def stats(self) -> OutboxStats:
         row = self._db.execute("SELECT t FROM outbox ORDER BY seq LIMIT 1").fetchone()
         return OutboxStats(
@@ -381,6 +397,9 @@ class Outbox:
 
     async def delete_acked(self, boot: int, ranges: Sequence[tuple[int, int]]) -> int:
         return await self._call(self._store.delete_acked, boot, ranges)
+
+    async def drop_all(self) -> int:
+        return await self._call(self._store.drop_all)
 
     async def stats(self) -> OutboxStats:
         return await self._call(self._store.stats)

@@ -12,6 +12,11 @@ expiry, so the broker keeps our ack subscription and queues the acks the cloud
 publishes while we are offline. The Will is the retained ``online: false``
 status; a clean stop publishes it explicitly (a clean DISCONNECT suppresses
 the Will).
+
+Downlink: with a ``DownlinkHandler`` (fleet_edge.remote), the session also
+subscribes to the device's ``down/config`` and ``down/cmd`` and hands those
+messages over; ``publish_up`` sends its reports, and ``reconfigure`` takes a
+new config live (a new broker address ends the session and reconnects there).
 """
 
 from __future__ import annotations
@@ -23,14 +28,14 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleet_edge.backlog import BacklogRanges
-from fleet_edge.config import AgentConfig
+from fleet_edge.config import AgentConfig, BrokerConfig
 from fleet_edge.inflight import Batch, InFlight
 from fleet_edge.logs import Every
 from fleet_edge.outbox import Outbox
@@ -57,6 +62,17 @@ OFFLINE_TIMEOUT_S = 2.0  # part of the 5 s stop budget
 # A connection that stayed up this long was a real one: the next loss starts
 # the reconnect backoff from its minimum again.
 STABLE_CONNECTION_S = 30.0
+REPORT_TIMEOUT_S = 10.0
+
+
+class DownlinkHandler(Protocol):
+    """Remote config and commands (fleet_edge.remote.downlink); must not block."""
+
+    def received(self, kind: Down, payload: bytes, content_type: str | None) -> None: ...
+
+    def session_up(self) -> None: ...
+
+    def cloud_ack(self) -> None: ...
 
 
 @dataclass
@@ -95,6 +111,7 @@ class Publisher:
         cfg: AgentConfig,
         outbox: Outbox,
         status_provider: Callable[[], Awaitable[Status]],
+        downlink: DownlinkHandler | None = None,
     ) -> None:
         self._cfg = cfg
         self._pub = cfg.publisher
@@ -103,6 +120,11 @@ class Publisher:
         self._telemetry_topic = up_topic(cfg.device_id, Up.TELEMETRY)
         self._status_topic = up_topic(cfg.device_id, Up.STATUS)
         self._ack_topic = down_topic(cfg.device_id, Down.ACK)
+        self._downlink = downlink
+        self._down_topics = {down_topic(cfg.device_id, k): k for k in (Down.CONFIG, Down.CMD)}
+        self._redirect = asyncio.Event()  # the broker settings changed: reconnect
+        self._connecting_to: BrokerConfig = cfg.broker
+        self._session_broker: BrokerConfig | None = None
         self._inflight = InFlight(self._pub.ack_timeout_s, self._pub.max_inflight_batches)
         self._bucket = TokenBucket(self._pub.drain_rate, self._pub.backlog_batch, time.monotonic())
         self._backlog = BacklogRanges()
@@ -144,6 +166,44 @@ class Publisher:
         except aiomqtt.MqttError as e:
             log.debug("status not published: %s", e)
 
+    async def publish_up(self, kind: Up, payload: bytes) -> bool:
+        """QoS 1 publish on one of our up topics; True once the broker PUBACKed it."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(
+                up_topic(self._cfg.device_id, kind),
+                payload,
+                qos=1,
+                properties=_props(PacketTypes.PUBLISH, ContentType=CT_JSON),
+                timeout=REPORT_TIMEOUT_S,
+            )
+        except aiomqtt.MqttError as e:
+            log.debug("%s not published: %s", kind.value, e)
+            return False
+        return True
+
+    @property
+    def session_broker(self) -> BrokerConfig | None:
+        """The broker settings of the connection that is up (None: offline)."""
+        return self._session_broker
+
+    def reconfigure(self, cfg: AgentConfig) -> None:
+        """Take a new config live: batching, drain rate; new broker settings reconnect."""
+        old = self._cfg
+        self._cfg, self._pub = cfg, cfg.publisher
+        if (old.publisher.drain_rate, old.publisher.backlog_batch) != (
+            cfg.publisher.drain_rate,
+            cfg.publisher.backlog_batch,
+        ):
+            self._bucket = TokenBucket(
+                cfg.publisher.drain_rate, cfg.publisher.backlog_batch, time.monotonic()
+            )
+        if cfg.broker != old.broker:
+            self._redirect.set()
+        self._wake.set()
+
     def health(self) -> dict[str, Any]:
         return {
             "connected": self.stats.connected,
@@ -165,33 +225,55 @@ class Publisher:
         backoff = Backoff(b.reconnect_min_s, b.reconnect_max_s)
         while not self._stop.is_set():
             began = time.monotonic()
+            self._redirect.clear()  # the attempt reads the broker settings as they are now
             try:
-                async with self._new_client() as client:
-                    await self._session(client)
+                await self._attempt()
             except aiomqtt.MqttError as e:
                 if not self._stop.is_set():
+                    b = self._connecting_to
                     state = "lost" if self.stats.connected else "failed"
                     log.warning("broker %s:%d connection %s: %s", b.host, b.port, state, e)
             finally:
                 self._client = None
+                self._session_broker = None
                 self.stats.connected = False
             if self._stop.is_set():
                 break
+            if self._redirect.is_set():
+                backoff.reset()  # new broker settings: connect with them at once
+                continue
             if time.monotonic() - began >= STABLE_CONNECTION_S:
                 backoff.reset()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff.next_delay())
+            await _first_of(self._stop, self._redirect, within=backoff.next_delay())
+
+    async def _attempt(self) -> None:
+        """One connection; a connect still in progress is abandoned when the broker changes."""
+        attempt = asyncio.create_task(self._connect_and_run(), name="mqtt-connection")
+        try:
+            await _first_of(self._redirect, task=attempt)
+            if not attempt.done() and self._client is None:
+                attempt.cancel()  # still connecting to the old address
+            await asyncio.wait({attempt})
+        finally:
+            attempt.cancel()
+        if not attempt.cancelled():
+            attempt.result()  # re-raises MqttError
+
+    async def _connect_and_run(self) -> None:
+        async with self._new_client() as client:
+            await self._session(client)
 
     def _new_client(self) -> aiomqtt.Client:
         # A fresh client per connection: retransmission is ours (driven by cloud
         # acks), so paho's own in-flight state must not survive a reconnect.
-        b = self._cfg.broker
+        b = self._connecting_to = self._cfg.broker
         client = aiomqtt.Client(
             b.host,
             b.port,
             identifier=self._cfg.device_id,
             username=self._cfg.device_id,
             password=b.password,
+            tls_params=b.tls_params(),
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=_props(PacketTypes.CONNECT, SessionExpiryInterval=b.session_expiry_s),
@@ -212,20 +294,26 @@ class Publisher:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self._ack_topic, qos=1)
+        if self._downlink is not None:
+            await client.subscribe([(t, 1) for t in self._down_topics])
         self._client = client
+        self._session_broker = self._connecting_to
         self.stats.connected = True
         self.stats.connects += 1
         if self.stats.connects > 1:
             self.stats.reconnects += 1
         self._connection_up()
         await self.publish_status(await self._status_provider())
-        b = self._cfg.broker
+        b = self._connecting_to
         log.info("connected to broker %s:%d as %s", b.host, b.port, self._cfg.device_id)
         self._wake.set()
+        if self._downlink is not None:
+            self._downlink.session_up()
         receive = asyncio.create_task(self._receive(client), name="mqtt-receive")
         send = asyncio.create_task(self._send_loop(client), name="mqtt-send")
         stop = asyncio.create_task(self._stop.wait(), name="mqtt-stop")
-        tasks = (receive, send, stop)
+        redirect = asyncio.create_task(self._redirect.wait(), name="mqtt-redirect")
+        tasks = (receive, send, stop, redirect)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -235,7 +323,7 @@ class Publisher:
         for t in (receive, send):
             if t in done and not t.cancelled() and (exc := t.exception()) is not None:
                 raise exc
-        if stop in done:
+        if stop in done or redirect in done:
             await self._publish_offline(client)
 
     def _connection_up(self) -> None:
@@ -264,6 +352,13 @@ class Publisher:
         async for message in client.messages:
             if message.topic.matches(self._ack_topic):
                 await self._on_ack(message)
+            elif self._downlink is not None and message.topic.value in self._down_topics:
+                payload = message.payload
+                self._downlink.received(
+                    self._down_topics[message.topic.value],
+                    bytes(payload) if isinstance(payload, bytes | bytearray) else b"",
+                    getattr(message.properties, "ContentType", None),
+                )
 
     async def _on_ack(self, message: aiomqtt.Message) -> None:
         payload = message.payload
@@ -295,6 +390,8 @@ class Publisher:
         self.stats.acked_rows += deleted
         self.stats.last_ack_ms = int(time.time() * 1000)
         self._wake.set()
+        if self._downlink is not None:
+            self._downlink.cloud_ack()
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -405,3 +502,17 @@ class Publisher:
             return
         if batch.attempts == attempt:
             batch.pubacked = True
+
+
+async def _first_of(
+    *events: asyncio.Event, task: asyncio.Task[None] | None = None, within: float | None = None
+) -> None:
+    """Wait until one of ``events`` is set or ``task`` ends (or ``within`` s pass)."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(
+            [*waits, *([task] if task else [])], timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for w in waits:
+            w.cancel()

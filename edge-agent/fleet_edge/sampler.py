@@ -49,6 +49,10 @@ class Sampler:
         self.stats = SamplerStats()
         self.last_event: str | None = None  # the event of the fix just recorded, if any
 
+    def reconfigure(self, cfg: SamplerConfig) -> None:
+        """New thresholds (remote config); the reference fix and the states are kept."""
+        self._cfg = cfg
+
     @property
     def moving(self) -> bool | None:
         return self._moving

@@ -26,10 +26,17 @@ NOT_ROLE_CHECKED = {
     ("POST", "/api/v1/ingest"),
     ("POST", "/api/v1/gps"),
     ("POST", "/api/v1/tracking/batch"),
+    ("POST", "/api/v1/provision"),  # a unit redeeming its claim token (no user)
+}
+# Fitting a unit is the installer's job: they create and revoke claim tokens.
+INSTALLER_WRITES = {
+    ("POST", "/api/v1/vehicles/{vehicle_id}/claims"),
+    ("DELETE", "/api/v1/vehicles/{vehicle_id}/claims/{claim_id}"),
 }
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 # Reads that need no token at all (the dashboard's boot, probes, a customer's tracking link).
-PUBLIC_READS = {"/api/v1/ui-config", "/api/v1/health", "/api/v1/track/{token}"}
+# /metrics has its own credential (FLEET_METRICS_TOKEN, or loopback only).
+PUBLIC_READS = {"/api/v1/ui-config", "/api/v1/health", "/api/v1/track/{token}", "/metrics"}
 
 
 def _routes() -> list[tuple[str, str, tuple[str, ...] | None]]:
@@ -72,7 +79,8 @@ def test_every_write_checks_the_role() -> None:
 def test_viewers_and_installers_write_nothing() -> None:
     for m, p, roles in ROUTES:
         if m in WRITES and roles is not None:
-            assert "viewer" not in roles and "installer" not in roles, (m, p, roles)
+            assert "viewer" not in roles, (m, p, roles)
+            assert "installer" not in roles or (m, p) in INSTALLER_WRITES, (m, p, roles)
 
 
 def _fill(path: str) -> str:
@@ -124,4 +132,17 @@ def test_installers_read_only_what_fitting_a_device_needs() -> None:
         "/api/v1/vehicles/near",
         "/api/v1/vehicles/{vehicle_id}/positions",
         "/api/v1/vehicles/{vehicle_id}/stats",
+        "/api/v1/claims",
+        "/api/v1/vehicles/{vehicle_id}/claims",
+        # which unit is where, and whether it reports (api/resources.py, api/exports.py)
+        "/api/v1/devices",
+        "/api/v1/devices/{device_id}",
+        "/api/v1/fleets",
+        "/api/v1/fleets/{fleet_id}",
+        "/api/v1/fleets/{fleet_id}/vehicles",
+        "/api/v1/vehicles/{vehicle_id}",
+        "/api/v1/vehicles/{vehicle_id}/positions.json",
+        "/api/v1/vehicles/{vehicle_id}/positions.geojson",
+        "/api/v1/vehicles/{vehicle_id}/positions.gpx",
+        "/api/v1/vehicles/{vehicle_id}/positions.csv",
     }

@@ -18,13 +18,22 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from fleet_cloud import maintenance
-from fleet_cloud.api import auth_routes, errors, events, ingest_http, routes, ws
+from fleet_cloud.api import auth_routes, errors, events, ingest_http, routes, vehicle_engine, ws
+from fleet_cloud.api.devices_admin import router as devices_admin_router
+from fleet_cloud.api.exports import router as exports_router
+from fleet_cloud.api.metrics import instrument as instrument_metrics
+from fleet_cloud.api.metrics import router as metrics_router
+from fleet_cloud.api.provisioning import router as provisioning_router
+from fleet_cloud.api.remote_config import router as remote_config_router
+from fleet_cloud.api.resources import router as resources_router
+from fleet_cloud.api.summaries import router as summaries_router
 from fleet_cloud.db import create_pool
 from fleet_cloud.ingest.consumer import IngestWorker
 from fleet_cloud.live import LiveState, VehicleState
 from fleet_cloud.processing import runtime as processing_runtime
 from fleet_cloud.registry import DeviceRegistry
 from fleet_cloud.relay import RedisRelay
+from fleet_cloud.remote_config.service import RemoteConfigService
 from fleet_cloud.settings import Settings
 from fleet_cloud.store import dt_to_ms
 
@@ -83,6 +92,9 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(), name="redis-relay"))
         tasks.append(asyncio.create_task(maintenance.run(pool, settings), name="maintenance"))
+        # Desired configs and commands out to the broker, rollouts advanced (remote_config/).
+        app.state.remote_config = RemoteConfigService(settings, pool)
+        tasks.append(asyncio.create_task(app.state.remote_config.run(), name="remote-config"))
         # Geofences/events/trips (one owner per database, advisory lock) and alerts to the hub.
         app.state.processor, proc_tasks = processing_runtime.start(
             settings.database_url, pool, app.state.hub.push_alert
@@ -116,6 +128,16 @@ def create_app(settings: Settings, run_ingest: bool = True) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(ingest_http.router)
     app.include_router(events.router)
+    app.include_router(vehicle_engine.router)
+    app.include_router(provisioning_router)
+    app.include_router(remote_config_router)
+    app.include_router(devices_admin_router)
+    # after routes.router: its /vehicles/near must match before /vehicles/{vehicle_id}
+    app.include_router(resources_router)
+    app.include_router(exports_router)
+    app.include_router(summaries_router)
+    app.include_router(metrics_router)
+    instrument_metrics(app)
     app.include_router(ws.router)
     static = resources.files("fleet_cloud") / "static"
     app.mount("/", StaticFiles(directory=str(static), html=True), name="dashboard")

@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fleet_cloud.api.errors import ApiError
+from fleet_cloud.api.tenant_ratelimit import tenant_limiter
 from fleet_cloud.directory import ROLES
 from fleet_cloud.settings import Settings
 
@@ -143,7 +144,10 @@ async def current_principal(
 ) -> Principal:
     if creds is None:
         raise ApiError(401, "unauthorized", "missing bearer token")
-    return await authenticate(request.app.state.settings, request.app.state.pool, creds.credentials)
+    who = await authenticate(request.app.state.settings, request.app.state.pool, creds.credentials)
+    # Every authenticated request passes here once: the per-tenant limit is applied here.
+    await tenant_limiter(request).check(who.tenant_id)
+    return who
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

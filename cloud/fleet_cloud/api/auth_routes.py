@@ -204,6 +204,7 @@ async def refresh(body: RefreshRequest, request: Request) -> LoginResponse:
     "/auth/logout",
     status_code=204,
     tags=["auth"],
+    responses={400: {"model": ErrorResponse, "description": "Called with an API key"}},
     summary="End the session: its refresh tokens and this access token stop working",
 )
 async def logout(

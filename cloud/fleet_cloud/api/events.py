@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AnyHttpUrl, BaseModel, Field
 
 from fleet_cloud.api.auth import CurrentUser, Principal, require_role
-from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError
+from fleet_cloud.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from fleet_cloud.api.scoping import own_vehicle, time_range, utc
 from fleet_cloud.processing.geofences import KINDS, GeofenceError, validate
 from fleet_cloud.processing.rules import DEFAULTS, RULE_NAMES, SEVERITIES, TRIP_DEFAULTS, RuleSet
@@ -1278,6 +1278,7 @@ async def list_vehicle_groups(user: CurrentUser, request: Request) -> list[Vehic
     response_model=VehicleGroupOut,
     status_code=201,
     tags=["geofences"],
+    responses={409: {"model": ErrorResponse, "description": "A group of that name exists"}},
     dependencies=[require_role(*EDITORS)],
 )
 async def create_vehicle_group(
@@ -1318,6 +1319,7 @@ async def set_vehicle_group_members(
     "/vehicle-groups/{group_id}",
     status_code=204,
     tags=["geofences"],
+    responses={409: {"model": ErrorResponse, "description": "Geofences are attached to it"}},
     dependencies=[require_role(*EDITORS)],
 )
 async def delete_vehicle_group(group_id: int, user: CurrentUser, request: Request) -> Response:

@@ -37,6 +37,8 @@ def _public(state: VehicleState) -> dict[str, Any]:
 
 
 class WsClient:
+    frames_sent = 0  # every client of this process (the /metrics counter)
+
     def __init__(self, ws: WebSocket, who: Principal, tick_s: float) -> None:
         self.ws = ws
         self.who = who
@@ -62,6 +64,7 @@ class WsClient:
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send_text(orjson.dumps(frame).decode())
+        WsClient.frames_sent += 1
 
     async def sender(self) -> None:
         while True:
@@ -92,6 +95,10 @@ class Hub:
         self.settings = settings
         self.clients: set[WsClient] = set()
         live.listen(self._on_states)
+
+    @property
+    def frames_sent(self) -> int:
+        return WsClient.frames_sent
 
     def _on_states(self, states: list[VehicleState]) -> None:
         for c in self.clients:

@@ -25,6 +25,7 @@ from fleet_cloud.ingest.filters import FilterLimits, PlausibilityFilter
 from fleet_cloud.ingest.mqtt_source import MqttSource
 from fleet_cloud.live import LiveState
 from fleet_cloud.registry import DeviceInfo, DeviceRegistry
+from fleet_cloud.remote_config import intake as remote_intake
 from fleet_cloud.settings import Settings
 from fleet_cloud.store import DeadLetter, PositionRows, StatusRow, write_batch
 from fleet_wire import (
@@ -139,6 +140,11 @@ class IngestWorker:
             where = parse_up_topic(topic)
         except TopicError as e:
             return self._dead(topic, "bad_topic", str(e), raw, None)
+        if not raw and where.kind is Up.STATUS:
+            # An empty retained publish deletes the retained status (the cloud
+            # does this when it revokes a device): MQTT housekeeping, not data.
+            self.counters["status_cleared"] += 1
+            return None
         device = await self._device(where.device_id)
         if device is None:
             return self._dead(topic, "unknown_device", "", raw, where.device_id)
@@ -148,11 +154,32 @@ class IngestWorker:
             self._telemetry(topic, raw, content_type, device, now)
         elif where.kind is Up.STATUS:
             self._status(topic, raw, content_type, device, now)
+        elif where.kind in (Up.CONFIG, Up.CMD):
+            await self._remote_reply(topic, raw, content_type, device, where.kind)
         else:
-            # events/config/cmd payloads are reserved in v1 (later work)
+            # events payloads are reserved in v1 (later work)
             self._dead(topic, "unsupported_kind", where.kind.value, raw, device.device_id)
         if self._cur.size() >= self.s.ingest_batch_max:
             self._flush_now.set()
+
+    async def _remote_reply(
+        self, topic: str, raw: bytes, ct: str | None, dev: DeviceInfo, kind: Up
+    ) -> None:
+        """Config reports and command results: rare, stored at once (remote_config.intake).
+
+        A database outage is waited out like in _device: the message is kept.
+        """
+        delay = 0.5
+        while True:
+            try:
+                problem = await remote_intake.store(self.pool, dev.device_id, kind, raw, ct)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("storing a %s reply failed (%s); retry in %.1fs", kind, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if problem is not None:
+            self._dead(topic, problem[0], problem[1], raw, dev.device_id)
 
     async def _device(self, device_id: str) -> DeviceInfo | None:
         """The registry's answer, waiting out a database outage (a cache miss needs a query).

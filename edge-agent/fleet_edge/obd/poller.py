@@ -66,6 +66,11 @@ class ObdPoller:
         self.connected = asyncio.Event()  # an ECU answered (for doctor)
         self.last_error = ""  # why the port could not be opened, for doctor
 
+    def reconfigure(self, cfg: ObdConfig) -> None:
+        """New PID set and rates (remote config); the poll loop picks them up."""
+        self._cfg = cfg
+        self._wanted = [BY_NAME[n].pid for n in cfg.pids]
+
     # -- what the agent reads ------------------------------------------------
 
     @property
@@ -217,12 +222,17 @@ class ObdPoller:
     async def _poll(self, elm: Elm327) -> None:
         # Unsupported PIDs would only earn NO DATA. With nothing left (or an
         # empty config) RPM is still read: ignition is derived from it.
+        wanted_from = self._wanted
         wanted = [p for p in self._wanted if p in elm.supported] or [RPM_PID]
-        period = 1.0 / self._cfg.pids_per_s
         next_dtc = 0.0
         i = 0
         loop = asyncio.get_running_loop()
         while True:
+            if self._wanted is not wanted_from:  # reconfigured
+                wanted_from = self._wanted
+                wanted = [p for p in self._wanted if p in elm.supported] or [RPM_PID]
+                i = 0
+            period = 1.0 / self._cfg.pids_per_s
             now = loop.time()
             if now >= next_dtc:
                 self.dtcs = await elm.dtcs(0x03)
