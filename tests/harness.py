@@ -474,12 +474,26 @@ class CloudStack:
         if self.proc is not None:
             self.proc.stop()
 
-    def token(self) -> str:
+    def token(self, email: str | None = None, password: str | None = None) -> str:
+        """An access token of the test tenant's owner, or of the user given."""
         doc = http_json(
-            self.base_url + "/api/v1/auth/login", {"email": self.email, "password": self.password}
+            self.base_url + "/api/v1/auth/login",
+            {"email": email or self.email, "password": password or self.password},
         )
         assert isinstance(doc, dict)
         return str(doc["access_token"])
+
+    def add_user(self, role: str) -> tuple[str, str]:
+        """A new user with this role in the test tenant: (email, password)."""
+        import uuid
+
+        email, password = f"{role}-{uuid.uuid4().hex[:6]}@test.local", uuid.uuid4().hex
+        subprocess.run(
+            [tool("fleet-cloud"), "add-user", email, "--password", password, "--role", role,
+             "--tenant", self.tenant, "--dsn", self.dsn],
+            check=True, timeout=60, capture_output=True,
+        )  # fmt: skip
+        return email, password
 
     def register_vehicle(self, name: str, device_id: str) -> int:
         """Register a vehicle with its device in the test tenant; return the vehicle id."""

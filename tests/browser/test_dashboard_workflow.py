@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +44,6 @@ from tests.harness import (
     db_fetch,
     http_json,
     mqtt_publish,
-    tool,
     wait_until,
 )
 
@@ -500,16 +498,6 @@ def test_clusters_status_filter_and_search(cloud: CloudStack) -> None:
         assert watch.errors == [], watch.errors
 
 
-def add_user(cloud: CloudStack, role: str) -> tuple[str, str]:
-    email, password = f"{role}-{uuid.uuid4().hex[:6]}@test.local", uuid.uuid4().hex
-    subprocess.run(
-        [tool("fleet-cloud"), "add-user", email, "--password", password, "--role", role,
-         "--tenant", cloud.tenant, "--dsn", cloud.dsn],
-        check=True, timeout=60, capture_output=True,
-    )  # fmt: skip
-    return email, password
-
-
 def test_roles_shape_the_screens(cloud: CloudStack) -> None:
     """A viewer sees geofences but no drawing tools; an installer sees vehicles and
     their devices only, and the page never asks the API for what the role may not read
@@ -517,8 +505,8 @@ def test_roles_shape_the_screens(cloud: CloudStack) -> None:
     suffix = uuid.uuid4().hex[:8]
     vehicle_id = cloud.register_vehicle(f"Role Van {suffix}", f"role-{suffix}")
     cloud.publish_fixes(f"role-{suffix}", history(int(time.time() * 1000) - 30_000, 3, 47.0, 8.0))
-    viewer = add_user(cloud, "viewer")
-    installer = add_user(cloud, "installer")
+    viewer = cloud.add_user("viewer")
+    installer = cloud.add_user("installer")
     with open_page() as (p, watch):
         sign_in(p, cloud.base_url, *viewer)
         p.click("#tab-geofences")

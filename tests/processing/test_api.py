@@ -80,8 +80,14 @@ async def test_geofence_events_reach_api_and_websocket(cloud: CloudStack) -> Non
     for i in range(130):
         lat, lon = offset(LAT0, LON0, 10.0 * i, 90)
         fixes.append({"seq": i + 1, "t": t0 + i * 1000, "lat": lat, "lon": lon, "spd": 36.0})
-    async with websockets.connect(_ws_url(cloud, token), origin=cloud.base_url) as ws:  # type: ignore[arg-type]
-        await ws.send(orjson.dumps({"type": "subscribe", "all": True}).decode())
+    # An installer may not read alerts (GET /alerts is 403): positions only on its socket.
+    installer = await asyncio.to_thread(cloud.token, *cloud.add_user("installer"))
+    async with (
+        websockets.connect(_ws_url(cloud, token), origin=cloud.base_url) as ws,  # type: ignore[arg-type]
+        websockets.connect(_ws_url(cloud, installer), origin=cloud.base_url) as ws_inst,  # type: ignore[arg-type]
+    ):
+        for w in (ws, ws_inst):
+            await w.send(orjson.dumps({"type": "subscribe", "all": True}).decode())
         await asyncio.to_thread(cloud.publish_fixes, "geo-van-1", fixes)
         alerts: list[dict[str, Any]] = []
         async with asyncio.timeout(60):
@@ -91,6 +97,21 @@ async def test_geofence_events_reach_api_and_websocket(cloud: CloudStack) -> Non
                     continue
                 if frame["event"]["type"].startswith("geofence_"):
                     alerts.append(frame["event"])
+        # A marker fix sent after the owner got the alerts: everything pushed to
+        # the installer before it (alerts included, had it been sent any) is
+        # read by the time the marker's positions frame arrives.
+        lat, lon = offset(LAT0, LON0, 1400, 90)
+        marker = {"seq": 131, "t": fixes[-1]["t"] + 1000, "lat": lat, "lon": lon, "spd": 36.0}
+        await asyncio.to_thread(cloud.publish_fixes, "geo-van-1", [marker])
+        inst_types: set[str] = set()
+        async with asyncio.timeout(60):
+            while True:
+                frame = orjson.loads(await ws_inst.recv())
+                inst_types.add(frame["type"])
+                ts = [v["t"] for v in frame.get("vehicles", []) if v["vehicle_id"] == vid]
+                if ts and max(ts) == marker["t"]:
+                    break
+        assert inst_types <= {"positions", "snapshot"}, inst_types
     assert [a["type"] for a in alerts] == ["geofence_enter", "geofence_exit"]
     assert alerts[0]["geofence_id"] == g["id"] and alerts[0]["severity"] == "warning"
     assert "tenant_id" not in alerts[0]

@@ -1,0 +1,33 @@
+"""The dashboard tests get a cloud of their own (broker, database, cloud).
+
+The dashboard shows every vehicle of the tenant and clusters the ones that sit
+close together at the zoom it opens with. With the session's shared cloud, the
+vehicles other suites leave behind (elsewhere in Europe) make the map open
+zoomed out and fold these tests' vans into one cluster marker, so what a test
+sees would depend on which suites ran before it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import PG_ADMIN_DSN, Broker, CloudStack, create_database, drop_database, tool
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudStack]:
+    broker = Broker(tmp_path_factory.mktemp("browser-mosquitto")).start()
+    name, dsn = create_database(PG_ADMIN_DSN)
+    stack: CloudStack | None = None
+    try:
+        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True, timeout=120)
+        stack = CloudStack(broker, dsn, tmp_path_factory.mktemp("browser-cloud")).start()
+        yield stack
+    finally:
+        if stack is not None:
+            stack.stop()
+        broker.stop()
+        drop_database(name, PG_ADMIN_DSN)
