@@ -429,9 +429,14 @@ def seed_demo(
         tid = await directory.ensure_tenant(conn, "demo")
         await directory.ensure_user(conn, tid, email, password, "owner")
         fid = await directory.ensure_fleet(conn, tid, "Demo fleet")
+        # The trucks run the full agent (remote config, commands); the vans are
+        # lightweight sims that speak telemetry only. A sub-fleet of their own
+        # gives `fleetctl config push --fleet Trucks` devices that answer.
+        trucks = await directory.ensure_fleet(conn, tid, "Trucks")
+        await conn.execute("UPDATE fleets SET parent_id = $1 WHERE id = $2", fid, trucks)
         for i in range(1, agents + 1):
             await directory.ensure_vehicle_with_device(
-                conn, tid, fid, f"Truck {i:02d}", f"agent-{i:02d}"
+                conn, tid, trucks, f"Truck {i:02d}", f"agent-{i:02d}"
             )
         for i in range(sims):
             await directory.ensure_vehicle_with_device(

@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(
-    help="Fleet manager's CLI: log in to a fleet cloud and look at vehicles.",
+    help=(
+        "Fleet manager's CLI: log in to a fleet cloud; vehicles, claim tokens,"
+        " remote config rollouts and device commands."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
