@@ -7,17 +7,20 @@ Nothing here mocks a service; fixtures in conftest.py wrap these helpers.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from fleet_cloud.broker_admin import BrokerAdmin
@@ -326,6 +329,39 @@ def dsn_for(admin_dsn: str, dbname: str) -> str:
 
     parts = urlsplit(admin_dsn)
     return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, whatever its status (see ``call``)."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]  # lower-case names
+
+    def error_code(self) -> str:
+        """The code of the API's one error shape; fails if the body is not that shape."""
+        assert isinstance(self.body, dict) and set(self.body) == {"error"}, self.body
+        err = self.body["error"]
+        assert isinstance(err["code"], str) and isinstance(err["message"], str), err
+        return str(err["code"])
+
+
+def call(
+    base_url: str, method: str, path: str, body: object | None = None, token: str | None = None
+) -> Answer:
+    """Any method, any status: 4xx/5xx are answers, not exceptions."""
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base_url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw, status, hdrs = resp.read(), resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as e:
+        raw, status, hdrs = e.read(), e.code, dict(e.headers)
+    return Answer(status, json.loads(raw) if raw else None, {k.lower(): v for k, v in hdrs.items()})
 
 
 def http_json(url: str, body: object | None = None, token: str | None = None) -> object:

@@ -28,8 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.auth.conftest import call
-from tests.harness import Broker, CloudStack, tool
+from tests.harness import Broker, CloudStack, call, tool
 
 EXAMPLES = int(os.environ.get("FLEET_FUZZ_EXAMPLES", "12"))
 CHECKS = [

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fleet_cloud.api.tenant_ratelimit import LocalGcra
-from tests.auth.conftest import PASSWORD, Answer, call
-from tests.harness import Broker, CloudStack, RedisServer
+from tests.auth.conftest import PASSWORD
+from tests.harness import Answer, Broker, CloudStack, RedisServer, call
 
 RATE, BURST = 1, 5
 

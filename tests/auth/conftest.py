@@ -4,9 +4,6 @@ every role. Tenant A is the stack's own; tenant B is the one A must never see.""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,45 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Broker, CloudStack
+from tests.harness import Answer, Broker, CloudStack, call
 
 ROLES = ("owner", "manager", "dispatcher", "viewer", "installer")
 PASSWORD = "pw-" + uuid.uuid4().hex
-
-
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    headers: dict[str, str]
-
-    def error_code(self) -> str:
-        """The code of the one error shape; fails if the body is not that shape."""
-        assert isinstance(self.body, dict) and set(self.body) == {"error"}, self.body
-        err = self.body["error"]
-        assert isinstance(err["code"], str) and isinstance(err["message"], str), err
-        return str(err["code"])
-
-
-def call(
-    base_url: str,
-    method: str,
-    path: str,
-    body: object | None = None,
-    token: str | None = None,
-) -> Answer:
-    """Any method, any status: no exception for 4xx/5xx."""
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base_url + path, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:
-            raw, status, hdrs = resp.read(), resp.status, dict(resp.headers)
-    except urllib.error.HTTPError as e:
-        raw, status, hdrs = e.read(), e.code, dict(e.headers)
-    return Answer(status, json.loads(raw) if raw else None, {k.lower(): v for k, v in hdrs.items()})
 
 
 @dataclass

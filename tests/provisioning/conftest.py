@@ -4,10 +4,7 @@ the CA and a config signing key, plus users of the roles that matter here."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,33 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Broker, CloudStack, tool
+from tests.harness import Answer, Broker, CloudStack, call, tool
 
 PASSWORD = "pw-" + uuid.uuid4().hex
-
-
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    headers: dict[str, str]
-
-
-def call(
-    base: str, method: str, path: str, body: object = None, token: str | None = None
-) -> Answer:
-    """Any method, any status: 4xx/5xx are answers, not exceptions."""
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw, status, hdrs = resp.read(), resp.status, dict(resp.headers)
-    except urllib.error.HTTPError as e:
-        raw, status, hdrs = e.read(), e.code, dict(e.headers)
-    return Answer(status, json.loads(raw) if raw else None, {k.lower(): v for k, v in hdrs.items()})
 
 
 @dataclass

@@ -25,8 +25,7 @@ from fleet_cloud import directory
 from fleet_cloud.remote_config.signing import write_new_key
 from fleet_wire import CT_JSON, Down, Up, down_topic, encode_json, up_topic
 from fleet_wire.remote import Command, CommandResult, ConfigDocument, ConfigReport, verify
-from tests.auth.conftest import Answer, call
-from tests.harness import Broker, CloudStack, wait_until
+from tests.harness import Answer, Broker, CloudStack, call, wait_until
 
 Behaviour = Literal["apply", "reject", "silent"]
 
