@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/fanout/run.py [--vehicles 1000] [--fleet-size 100]
         [--clients 1000,2000,5000,10000] [--modes 1fps,10hz] [--seconds 20]
+        [--skip-raw] [--stages] [--no-processing]
+
+--stages adds per-stage lag (publish -> broker -> ingest -> Redis relay) and
+per-process CPU to each step (bench/fanout/stages.py).
 
 Everything on this machine: Mosquitto (the project's config), a fresh PostgreSQL
 database, Redis, one `fleet-cloud ingest` process, and ONE API worker
@@ -42,6 +46,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -64,6 +69,7 @@ from tests.harness import (  # noqa: E402
 )
 
 from fleet_cloud import directory  # noqa: E402
+from fleet_wire import Up, up_topic  # noqa: E402
 
 PY = sys.executable
 TENANT = "fanout"
@@ -202,8 +208,23 @@ def measured(args: argparse.Namespace, clients: int) -> tuple[float, float]:
 
 def step(args: argparse.Namespace, mode: Mode, api: CloudStack, broker: Broker,
          devices: list[str], fleets: list[int], clients: int, boot: int,
-         work: Path) -> dict[str, Any]:  # fmt: skip
+         work: Path, stage_ctx: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     t0, t1 = measured(args, clients)
+    probe, cpu_groups = None, None
+    if args.stages:
+        from stages import CpuSampler, StageProbe
+
+        user, password = broker.observer
+        sample = [up_topic(d, Up.TELEMETRY) for d in devices[:: max(1, len(devices) // 10)]]
+        probe = StageProbe(stage_ctx["redis_url"], stage_ctx["channel"],
+                           (broker.host, broker.port, user, password), sample, t0, t1)  # fmt: skip
+        probe.start()
+        assert api.proc is not None and broker.proc is not None
+        cpu_groups = CpuSampler(
+            {**stage_ctx["pids"], "api": [api.proc.pid], "mosquitto": [broker.proc.pid],
+             "load": str(HERE / "load.py"), "clients": str(HERE / "clients.py")},
+            t0, t1,
+        )  # fmt: skip
     load = start_load(broker, devices, mode.hz, t1 - time.time() + 3, args.load_procs, boot, work)
     token = api.token()
     url = api.base_url.replace("http://", "ws://") + f"/api/v1/ws?token={token}"
@@ -222,8 +243,16 @@ def step(args: argparse.Namespace, mode: Mode, api: CloudStack, broker: Broker,
 
     th = threading.Thread(target=sample_cpu)
     th.start()
+    cpu_th = threading.Thread(target=cpu_groups.run) if cpu_groups else None
+    if cpu_th:
+        cpu_th.start()
     res = run_clients(url, api.base_url, clients, subs, args.client_procs, args.probes, t0, t1)
     th.join()
+    if cpu_th and cpu_groups:
+        cpu_th.join()
+        res["cpu_pct"] = cpu_groups.result
+    if probe:
+        res["stages"] = probe.stop()
     rates = []
     for p in load:
         out, _ = p.communicate(timeout=60)
@@ -263,8 +292,10 @@ def run_mode(args: argparse.Namespace, mode: Mode, broker: Broker, redis: RedisS
     ).start()  # fmt: skip
     # Processing (events, trips) on a node of its own; its alerts reach the API node
     # through PostgreSQL NOTIFY and go to every client of the tenant.
-    processing = Proc([tool("fleet-cloud"), "process"], work / f"process-{mode.name}.log",
-                      common).start()  # fmt: skip
+    processing = None
+    if not args.no_processing:
+        processing = Proc([tool("fleet-cloud"), "process"], work / f"process-{mode.name}.log",
+                          common).start()  # fmt: skip
     api = CloudStack(
         broker, dsn, work, tenant=TENANT, email=f"fanout-{prefix}@bench.local",
         serve_args=["--no-ingest", "--log-level", "warning"],
@@ -275,13 +306,19 @@ def run_mode(args: argparse.Namespace, mode: Mode, broker: Broker, redis: RedisS
     try:
         for n in args.clients:
             print(f"  {mode.name}: {n} clients ...", flush=True)
-            ours = step(args, mode, api, broker, devices, fleets, n, boot, work)
+            pids = {"ingest": [ingest.pid]}
+            if processing is not None:
+                pids["processing"] = [processing.pid]
+            ctx = {"redis_url": redis.url, "channel": f"{prefix}:live",
+                   "pids": {**pids, "postgres": f" {urlsplit(dsn).path.lstrip('/')} "}}  # fmt: skip
+            ours = step(args, mode, api, broker, devices, fleets, n, boot, work, ctx)
             boot += 1
             raw = None if args.skip_raw else raw_step(args, mode, n, len(fleets), work)
             rows.append({"mode": mode.name, "target_fps": mode.fps, "ours": ours, "raw": raw})
     finally:
         api.stop()
-        processing.stop()
+        if processing is not None:
+            processing.stop()
         ingest.stop()
     return rows
 
@@ -322,6 +359,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             print(f"        probe clients also got: {extra}")
         if o["errors"]:
             print(f"        client errors: {o['errors']}")
+        if "stages" in o:
+            print(f"        stages: {o['stages']}")
+        if "cpu_pct" in o:
+            print(f"        cpu % of one core: {o['cpu_pct']}")
     for mode in {row["mode"] for row in rows}:
         ok = [row["ours"]["clients"] for row in rows
               if row["mode"] == mode and serves(row["ours"], row["target_fps"])]  # fmt: skip
@@ -343,12 +384,21 @@ def main() -> None:
     ap.add_argument("--load-procs", type=int, default=2, help="MQTT publisher processes")
     ap.add_argument("--probes", type=int, default=20, help="clients that measure latency")
     ap.add_argument("--skip-raw", action="store_true", help="do not run the bare server")
+    ap.add_argument(
+        "--stages",
+        action="store_true",
+        help="also measure per-stage lag and per-process CPU (bench/fanout/stages.py)",
+    )
+    ap.add_argument("--no-processing", action="store_true",
+                    help="do not run `fleet-cloud process` (isolates its CPU share)")  # fmt: skip
     args = ap.parse_args()
     args.clients = [int(x) for x in args.clients.split(",")]
     modes = [MODES[m] for m in args.modes.split(",")]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the API process inherits it
-    if hard < 2 * max(args.clients) + 1000:
+    # Each process holds its own sockets: the API worker one per client, each
+    # client process its share; the limit applies per process.
+    if hard < max(args.clients) + 1000:
         sys.exit(f"open-file limit {hard} is too low for {max(args.clients)} clients")
     work = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     broker = Broker(work / "mosquitto").start()

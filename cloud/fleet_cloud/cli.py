@@ -163,6 +163,8 @@ def ingest(
                 await asyncio.wait_for(w.drain(), timeout=5)
         for t in tasks:
             t.cancel()
+        if relay is not None:  # stores the states of the last second (relay.STORE_PERIOD_S)
+            await relay.close()
         await pool.close()
 
     asyncio.run(go())

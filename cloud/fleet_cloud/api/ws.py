@@ -4,6 +4,10 @@ Each client has one dict of pending states keyed by vehicle: a new state
 replaces the older one, and a sender task flushes the dict once per tick. A
 slow client therefore gets the latest state of each vehicle, never a growing
 queue, and a client's memory is bounded by the number of vehicles it sees.
+
+Cost per update is that of the clients that want it, not of all clients: the
+hub indexes clients by vehicle (and by tenant for "all"), and each state is
+encoded to JSON once, then joined into every frame that carries it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from uvicorn.protocols.utils import ClientDisconnected
 
 from fleet_cloud.api.auth import Principal, authenticate
 from fleet_cloud.api.errors import ApiError
+from fleet_cloud.api.events import READERS as ALERT_READERS
 from fleet_cloud.live import LiveState, VehicleState
 from fleet_cloud.settings import Settings
 
@@ -30,6 +36,11 @@ router = APIRouter()
 
 MAX_FRAME_IN = 16 * 1024  # a subscribe message is small; anything larger is hostile
 MAX_IDS_PER_SUBSCRIBE = 10_000
+
+
+# A client that went away: the send fails with one of these (uvicorn raises
+# ClientDisconnected where Starlette does not translate it).
+GONE = (WebSocketDisconnect, ClientDisconnected)
 
 
 def _public(state: VehicleState) -> dict[str, Any]:
@@ -45,9 +56,9 @@ class WsClient:
         self.tick_s = tick_s
         self.all = False
         self.vehicles: set[int] = set()
-        self.pending: dict[int, VehicleState] = {}
+        self.pending: dict[int, str] = {}  # vehicle -> its public state, JSON-encoded
         # Alert frames from processing (bounded: a stuck client loses the oldest).
-        self.alerts: deque[dict[str, Any]] = deque(maxlen=100)
+        self.alerts: deque[str] = deque(maxlen=100)  # JSON-encoded
         self.wake = asyncio.Event()
 
     def wants(self, state: VehicleState) -> bool:
@@ -55,29 +66,27 @@ class WsClient:
             return False
         return self.all or state["vehicle_id"] in self.vehicles
 
-    def offer(self, states: list[VehicleState]) -> None:
-        for s in states:
-            if self.wants(s):
-                self.pending[s["vehicle_id"]] = s
-        if self.pending:
-            self.wake.set()
-
     async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send_text(orjson.dumps(frame).decode())
+        await self.send_text(orjson.dumps(frame).decode())
+
+    async def send_text(self, text: str) -> None:
+        await self.ws.send_text(text)
         WsClient.frames_sent += 1
 
     async def sender(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.alerts:
-                await self.send(self.alerts.popleft())
-            batch, self.pending = self.pending, {}
-            if batch:
-                await self.send(
-                    {"type": "positions", "vehicles": [_public(s) for s in batch.values()]}
-                )
-            await asyncio.sleep(self.tick_s)
+        """Flush alerts and coalesced positions once per tick; ends when the client is gone."""
+        with contextlib.suppress(*GONE):
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.alerts:
+                    await self.send_text(self.alerts.popleft())
+                batch, self.pending = self.pending, {}
+                if batch:
+                    await self.send_text(
+                        '{"type":"positions","vehicles":[' + ",".join(batch.values()) + "]}"
+                    )
+                await asyncio.sleep(self.tick_s)
 
 
 def _id_list(v: object) -> bool:
@@ -94,21 +103,61 @@ class Hub:
         self.live = live
         self.settings = settings
         self.clients: set[WsClient] = set()
+        self._by_vehicle: dict[int, set[WsClient]] = {}
+        self._all_of_tenant: dict[int, set[WsClient]] = {}
         live.listen(self._on_states)
 
     @property
     def frames_sent(self) -> int:
         return WsClient.frames_sent
 
+    def watch(self, c: WsClient, vehicles: set[int]) -> None:
+        c.vehicles.update(vehicles)
+        for v in vehicles:
+            self._by_vehicle.setdefault(v, set()).add(c)
+
+    def unwatch(self, c: WsClient, vehicles: set[int]) -> None:
+        c.vehicles.difference_update(vehicles)
+        for v in vehicles:
+            watchers = self._by_vehicle.get(v)
+            if watchers is not None:
+                watchers.discard(c)
+                if not watchers:
+                    del self._by_vehicle[v]
+
+    def watch_all(self, c: WsClient, on: bool) -> None:
+        c.all = on
+        if on:
+            self._all_of_tenant.setdefault(c.who.tenant_id, set()).add(c)
+        else:
+            self._all_of_tenant.get(c.who.tenant_id, set()).discard(c)
+
+    def remove(self, c: WsClient) -> None:
+        self.clients.discard(c)
+        self.unwatch(c, set(c.vehicles))
+        self.watch_all(c, False)
+
     def _on_states(self, states: list[VehicleState]) -> None:
-        for c in self.clients:
-            c.offer(states)
+        for s in states:
+            vid, tenant = s["vehicle_id"], s["tenant_id"]
+            by_id = self._by_vehicle.get(vid, ())
+            by_all = self._all_of_tenant.get(tenant, ())
+            if not (by_id or by_all):
+                continue
+            text = orjson.dumps(_public(s)).decode()  # once, for every client that wants it
+            for group in (by_id, by_all):
+                for c in group:
+                    if c.who.tenant_id == tenant:
+                        c.pending[vid] = text
+                        c.wake.set()
 
     def push_alert(self, tenant_id: int, frame: dict[str, Any]) -> None:
-        """An {"type": "alert", ...} frame to every client of that tenant."""
+        """An {"type": "alert", ...} frame to every client of that tenant whose
+        role may read alerts (GET /alerts): not installers."""
+        text = orjson.dumps(frame).decode()  # once, not per client
         for c in self.clients:
-            if c.who.tenant_id == tenant_id:
-                c.alerts.append(frame)
+            if c.who.tenant_id == tenant_id and c.who.role in ALERT_READERS:
+                c.alerts.append(text)
                 c.wake.set()
 
 
@@ -143,10 +192,10 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         while True:
             text = await ws.receive_text()
             await _on_message(client, hub, text)
-    except WebSocketDisconnect:
-        pass
+    except GONE:
+        pass  # a client that leaves (or drops) is the normal end of a session
     finally:
-        hub.clients.discard(client)
+        hub.remove(client)
         sender.cancel()
         expiry.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -201,12 +250,12 @@ async def _on_message(client: WsClient, hub: Hub, text: str) -> None:
     found = {r["id"] for r in rows}
     if kind == "unsubscribe":
         if msg.get("all"):
-            client.all = False
-        client.vehicles.difference_update(found)
+            hub.watch_all(client, False)
+        hub.unwatch(client, found)
         return
     if msg.get("all"):
-        client.all = True
-    client.vehicles.update(found)
+        hub.watch_all(client, True)
+    hub.watch(client, found)
     missing = [i for i in ids if i not in found]
     if missing:
         await client.send(
