@@ -71,8 +71,12 @@ async def test_kill9_while_configs_stream_in_leaves_old_or_new_state(
                 feeder.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await feeder
-            last = max(pushed)
-            await ctl.report(last, "applied")
+            # The feeder's last push may have been cancelled before it reached
+            # the broker: one more, sent whole, is the version that must win.
+            last = max(pushed) + 1
+            pushed[last] = key.doc(dev, last, {"sampler.min_interval_s": 1.0})
+            await ctl.push_config(pushed[last])
+            await ctl.report(last, "applied", within_s=60)
             await eventually(
                 lambda: (s := read_state(agent)) is not None and s.committed
                 and s.active is not None and s.active.version == last,

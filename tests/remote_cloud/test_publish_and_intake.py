@@ -24,7 +24,7 @@ def _retained(broker: Broker, topic: str) -> list[mqtt.MQTTMessage]:
                     client_id=f"obs-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)  # fmt: skip
     c.username_pw_set(user, password)
     c.on_message = lambda _c, _u, m: (got.append(m), done.set())
-    c.on_subscribe = lambda *_a: threading.Timer(1.0, done.set).start()
+    c.on_subscribe = lambda *_a: threading.Timer(3.0, done.set).start()
     c.connect(broker.host, broker.port)
     c.subscribe(topic, qos=1)
     c.loop_start()
@@ -153,6 +153,7 @@ def test_disabled_device_gets_nothing_until_enabled_again(
 
     assert remote_cloud.call("POST", f"/api/v1/devices/{dev}/enable").status == 200
     wait_for(published, "the config to be published after enabling")
+    wait_for(lambda: len(_retained(broker, down_topic(dev, Down.CONFIG))) == 1, "the retained copy")
     (msg,) = _retained(broker, down_topic(dev, Down.CONFIG))
     assert ConfigDocument.model_validate_json(msg.payload).config == {"log_level": "warning"}
     # Disabling clears the retained copy; enabling brings the same version back.
@@ -161,5 +162,6 @@ def test_disabled_device_gets_nothing_until_enabled_again(
     wait_for(lambda: not published(), "the config to count as not on the broker")
     assert remote_cloud.call("POST", f"/api/v1/devices/{dev}/enable").status == 200
     wait_for(published, "the config to be published again")
+    wait_for(lambda: len(_retained(broker, down_topic(dev, Down.CONFIG))) == 1, "the retained copy")
     (msg,) = _retained(broker, down_topic(dev, Down.CONFIG))
     assert ConfigDocument.model_validate_json(msg.payload).version == 1
