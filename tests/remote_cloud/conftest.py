@@ -10,6 +10,7 @@ fail on purpose, in exact numbers, which a healthy agent never does.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 import uuid
@@ -25,9 +26,40 @@ from fleet_cloud import directory
 from fleet_cloud.remote_config.signing import write_new_key
 from fleet_wire import CT_JSON, Down, Up, down_topic, encode_json, up_topic
 from fleet_wire.remote import Command, CommandResult, ConfigDocument, ConfigReport, verify
-from tests.harness import Answer, Broker, CloudStack, call, wait_until
+from tests.harness import (
+    PG_ADMIN_DSN,
+    Answer,
+    Broker,
+    CloudStack,
+    call,
+    create_database,
+    drop_database,
+    tool,
+    wait_until,
+)
 
 Behaviour = Literal["apply", "reject", "silent"]
+
+
+# These tests get a broker and a database of their own (overriding the
+# session's): with the session's cloud alive on the same ones, two remote-config
+# services and two ingests shared every config, report and retained copy, and
+# rollouts counted reports the other stack had taken as "no answer".
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("remote-mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    name, dsn = create_database(PG_ADMIN_DSN)
+    try:
+        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True, timeout=120)
+        yield dsn
+    finally:
+        drop_database(name, PG_ADMIN_DSN)
 
 
 @dataclass
