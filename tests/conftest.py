@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +14,10 @@ import pytest
 
 from tests.harness import (
     ARTIFACTS,
-    PG_ADMIN_DSN,
     Broker,
     CloudStack,
     RedisServer,
-    create_database,
-    drop_database,
-    tool,
+    migrated_database,
 )
 
 
@@ -41,12 +37,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def database() -> Iterator[str]:
     """DSN of a fresh database with every migration applied."""
-    name, dsn = create_database(PG_ADMIN_DSN)
-    try:
-        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True, timeout=120)
+    with migrated_database() as dsn:
         yield dsn
-    finally:
-        drop_database(name, PG_ADMIN_DSN)
 
 
 @pytest.fixture(scope="session")

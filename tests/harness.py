@@ -7,6 +7,7 @@ Nothing here mocks a service; fixtures in conftest.py wrap these helpers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -306,6 +307,18 @@ def create_database(admin_dsn: str = PG_ADMIN_DSN) -> tuple[str, str]:
 
     asyncio.run(go())
     return name, dsn_for(admin_dsn, name)
+
+
+@contextlib.contextmanager
+def migrated_database(admin_dsn: str = PG_ADMIN_DSN) -> Iterator[str]:
+    """A fresh database with every migration applied (``fleet-cloud migrate``);
+    yields its DSN and drops it afterwards."""
+    name, dsn = create_database(admin_dsn)
+    try:
+        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True, timeout=120)
+        yield dsn
+    finally:
+        drop_database(name, admin_dsn)
 
 
 def drop_database(name: str, admin_dsn: str = PG_ADMIN_DSN) -> None:

@@ -9,25 +9,22 @@ sees would depend on which suites ran before it.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import PG_ADMIN_DSN, Broker, CloudStack, create_database, drop_database, tool
+from tests.harness import Broker, CloudStack, migrated_database
 
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudStack]:
     broker = Broker(tmp_path_factory.mktemp("browser-mosquitto")).start()
-    name, dsn = create_database(PG_ADMIN_DSN)
-    stack: CloudStack | None = None
     try:
-        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True, timeout=120)
-        stack = CloudStack(broker, dsn, tmp_path_factory.mktemp("browser-cloud")).start()
-        yield stack
+        with migrated_database() as dsn:
+            stack = CloudStack(broker, dsn, tmp_path_factory.mktemp("browser-cloud")).start()
+            try:
+                yield stack
+            finally:
+                stack.stop()
     finally:
-        if stack is not None:
-            stack.stop()
         broker.stop()
-        drop_database(name, PG_ADMIN_DSN)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -24,19 +23,15 @@ from fleet_cloud.processing.config import ProcessingSettings
 from fleet_cloud.processing.service import Processor
 from fleet_cloud.store import PositionRows, write_batch
 from fleet_wire import Fix
-from tests.harness import PG_ADMIN_DSN, create_database, drop_database, tool
+from tests.harness import migrated_database
 
 _names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 def proc_dsn() -> Iterator[str]:
-    name, dsn = create_database(PG_ADMIN_DSN)
-    try:
-        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True, timeout=120)
+    with migrated_database() as dsn:
         yield dsn
-    finally:
-        drop_database(name, PG_ADMIN_DSN)
 
 
 @pytest.fixture(scope="session")

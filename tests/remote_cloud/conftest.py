@@ -10,7 +10,6 @@ fail on purpose, in exact numbers, which a healthy agent never does.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 import time
 import uuid
@@ -27,14 +26,11 @@ from fleet_cloud.remote_config.signing import write_new_key
 from fleet_wire import CT_JSON, Down, Up, down_topic, encode_json, up_topic
 from fleet_wire.remote import Command, CommandResult, ConfigDocument, ConfigReport, verify
 from tests.harness import (
-    PG_ADMIN_DSN,
     Answer,
     Broker,
     CloudStack,
     call,
-    create_database,
-    drop_database,
-    tool,
+    migrated_database,
     wait_until,
 )
 
@@ -54,12 +50,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 @pytest.fixture(scope="session")
 def database() -> Iterator[str]:
-    name, dsn = create_database(PG_ADMIN_DSN)
-    try:
-        subprocess.run([tool("fleet-cloud"), "migrate", "--dsn", dsn], check=True, timeout=120)
+    with migrated_database() as dsn:
         yield dsn
-    finally:
-        drop_database(name, PG_ADMIN_DSN)
 
 
 @dataclass
