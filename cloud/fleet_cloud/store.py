@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
-import orjson
 
 from fleet_wire import Fix
 
@@ -52,9 +51,9 @@ class PositionRows:
         self.rows.append((
             device_id, boot, fix.seq, ms_to_dt(fix.t), recv, vehicle_id, fix.lat, fix.lon,
             fix.spd, fix.hdg, fix.alt, fix.hdop, fix.sat, fix.fix,
-            orjson.dumps(e.model_dump(exclude_none=True)).decode() if e is not None else None,
+            e.model_dump(exclude_none=True) if e is not None else None,
             filter_reason,
-            orjson.dumps(fix.imu.model_dump(exclude_none=True)).decode() if fix.imu else None,
+            fix.imu.model_dump(exclude_none=True) if fix.imu else None,
         ))  # fmt: skip
         if e is not None:
             sample_ms = fix.t - (e.age or 0)
@@ -65,21 +64,21 @@ class PositionRows:
             ))  # fmt: skip
 
 
-# COPY into a per-connection staging table, then one set-based insert that
-# stays idempotent: a third faster than unnest() array parameters here (asyncpg
-# checks every array element in Python; COPY encodes records in C).
-# engine and imu travel as JSON text: COPY's binary format has no jsonb encoder here.
-_STAGE_COLS = _COLS.replace("engine,", "engine::text AS engine,").replace(
-    ", imu", ", imu::text AS imu"
-)
+# Positions are written optimistically: COPY straight into positions inside a
+# savepoint, which is three to four times the rate of any INSERT ... ON CONFLICT
+# (COPY inserts rows in bulk). A batch holding a key that is already stored (a
+# retransmission after a lost ack, a QoS 1 redelivery) fails on the primary key,
+# rolls back to the savepoint and takes the idempotent path: COPY into a
+# per-connection staging table, then one INSERT ... ON CONFLICT DO NOTHING from it.
+# Duplicates are the exception, so the bulk path is the common one, and storage
+# stays keyed either way. engine and imu are dicts, encoded by the connection's
+# binary jsonb codec (fleet_cloud.db).
 _CREATE_STAGE = f"""
 CREATE TEMP TABLE IF NOT EXISTS positions_stage ON COMMIT DELETE ROWS AS
-SELECT {_STAGE_COLS} FROM positions WITH NO DATA
+SELECT {_COLS} FROM positions WITH NO DATA
 """
 _INSERT_POSITIONS = f"""
-INSERT INTO positions ({_COLS})
-SELECT {_COLS.replace("engine,", "engine::jsonb,").replace(", imu", ", imu::jsonb")}
-FROM positions_stage ON CONFLICT DO NOTHING
+INSERT INTO positions ({_COLS}) SELECT {_COLS} FROM positions_stage ON CONFLICT DO NOTHING
 """
 
 
@@ -95,6 +94,24 @@ FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::bigin
      AS u(d, b, s, st, v, rpm, vss, ect, load, tps, fuel, iat, maf, vbat, run, odo, ign, dtc)
 ON CONFLICT DO NOTHING
 """
+
+
+async def _write_positions(conn: asyncpg.Connection, positions: PositionRows) -> int:
+    """Store the batch's positions inside the caller's transaction; return how many were new."""
+    try:
+        async with conn.transaction():  # a savepoint: a duplicate undoes only this COPY
+            await conn.copy_records_to_table(
+                "positions", records=positions.rows, columns=POSITION_COLUMNS
+            )
+        return len(positions)
+    except asyncpg.UniqueViolationError:
+        pass
+    await conn.execute(_CREATE_STAGE)
+    await conn.copy_records_to_table(
+        "positions_stage", records=positions.rows, columns=POSITION_COLUMNS
+    )
+    result = await conn.execute(_INSERT_POSITIONS)
+    return int(result.rsplit(" ", 1)[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +141,7 @@ async def write_batch(
     inserted = 0
     async with conn.transaction():
         if len(positions):
-            await conn.execute(_CREATE_STAGE)
-            await conn.copy_records_to_table(
-                "positions_stage", records=positions.rows, columns=POSITION_COLUMNS
-            )
-            result = await conn.execute(_INSERT_POSITIONS)
-            inserted = int(result.rsplit(" ", 1)[1])
+            inserted = await _write_positions(conn, positions)
         if positions.engine_rows:
             await conn.execute(
                 _INSERT_ENGINE, *(list(c) for c in zip(*positions.engine_rows, strict=True))
